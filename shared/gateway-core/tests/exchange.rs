@@ -1,6 +1,8 @@
 //! Table tests of the whole request path (`prepare` -> upstream -> `finish`) against a fake
 //! node, including every example of the JSON-RPC 2.0 specification.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
 use nodefleet_gateway_core::{
     Policy, Reply, UpstreamAnswer, UpstreamFailure, jsonrpc::codes, prepare,
 };

@@ -1,0 +1,69 @@
+//! `nodefleet`: the local fleet, the gateway as a server, and tools. Each subcommand parses
+//! its flags and calls into the shared crates; errors print as one line and exit 1.
+
+mod cmd_gateway;
+mod cmd_tools;
+mod cmd_up;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nodefleet",
+    version,
+    about = "A self-healing Ethereum JSON-RPC fleet on AWS, and its local twin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bring up the local fleet: anvil nodes behind the gateway, until Ctrl-C.
+    Up(cmd_up::UpArgs),
+    /// Serve the JSON-RPC gateway in front of an upstream node or load balancer.
+    Gateway(cmd_gateway::GatewayArgs),
+    /// Gateway policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Install the tools the local fleet needs (anvil) into the tools folder.
+    Tools(cmd_tools::ToolsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file and show how it decides the given methods.
+    Check(cmd_gateway::PolicyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => cmd_up::run(args).await,
+            Command::Gateway(args) => cmd_gateway::run(args).await,
+            Command::Policy(PolicyCommand::Check(args)) => cmd_gateway::check_policy(args),
+            Command::Tools(args) => cmd_tools::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,176 @@
+//! The gateway handler: HTTP method and body in, HTTP response out.
+//!
+//! Both front doors call [`Gateway::handle`]: the Lambda adapter (`lambda`) for API Gateway
+//! events and the plain HTTP server (`server`) for `nodefleet gateway` and `nodefleet up`.
+//! The decisions are `nodefleet_gateway_core`'s; this module adds the two I/O steps (the
+//! head block for `eth_getLogs` tags, the upstream call), CORS, and one JSON log line per
+//! request with counts, methods, decision, upstream status and latency, never params or bodies.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use nodefleet_gateway_core::{Policy, Reply, UpstreamAnswer, prepare};
+use tokio::time::Instant;
+
+use crate::head::HeadCache;
+use crate::upstream::{Upstream, UpstreamCall};
+
+/// At most this many distinct method names go into one log line.
+const LOGGED_METHODS: usize = 16;
+/// Browsers may cache a CORS preflight answer this long (seconds).
+const CORS_MAX_AGE: &str = "86400";
+
+/// The JSON-RPC gateway over an upstream `U`.
+#[derive(Debug)]
+pub struct Gateway<U> {
+    policy: Arc<Policy>,
+    upstream: U,
+    head: HeadCache,
+}
+
+impl<U: Upstream> Gateway<U> {
+    pub fn new(policy: Policy, upstream: U) -> Gateway<U> {
+        Gateway {
+            policy: Arc::new(policy),
+            upstream,
+            head: HeadCache::default(),
+        }
+    }
+
+    /// The policy in force (its limits tell the HTTP front doors the body cap).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The upstream calls go to.
+    pub fn upstream(&self) -> &U {
+        &self.upstream
+    }
+
+    /// Answers one HTTP request. Never panics on any input (see the property tests).
+    pub async fn handle(&self, method: &Method, body: &[u8]) -> Response<Bytes> {
+        match *method {
+            Method::POST => {}
+            Method::OPTIONS => return preflight(),
+            _ => return method_not_allowed(),
+        }
+        let started = Instant::now();
+        let mut exchange = match prepare(body, &self.policy) {
+            Ok(exchange) => exchange,
+            Err(reply) => {
+                tracing::info!(
+                    target: "nodefleet::rpc",
+                    decision = "rejected",
+                    http_status = reply.status,
+                    body_bytes = body.len(),
+                    latency_us = started.elapsed().as_micros() as u64,
+                );
+                return json_response(reply);
+            }
+        };
+        if exchange.needs_head() {
+            exchange.resolve_head(self.head.head(&self.upstream).await);
+        }
+        let counts = exchange.counts();
+        let request = exchange.upstream_request();
+        let mut upstream_status = None;
+        let answer = match request {
+            None => None,
+            Some(request) => {
+                let call = UpstreamCall {
+                    body: Bytes::from(request.body),
+                    retryable: request.retryable,
+                };
+                let result = self.upstream.send(call).await;
+                upstream_status =
+                    Some(result.as_ref().map(|r| r.status).map_err(|e| e.to_string()));
+                Some(result)
+            }
+        };
+        let methods = exchange.methods(LOGGED_METHODS).join(",");
+        let reply = exchange.finish(answer.as_ref().map(|result| match result {
+            Ok(response) => Ok(UpstreamAnswer {
+                status: response.status,
+                body: &response.body,
+            }),
+            Err(e) => Err(e.failure()),
+        }));
+        let (upstream_status, upstream_error) = match upstream_status {
+            None => (None, None),
+            Some(Ok(status)) => (Some(status), None),
+            Some(Err(error)) => (None, Some(error)),
+        };
+        tracing::info!(
+            target: "nodefleet::rpc",
+            decision = if answer.is_some() { "forwarded" } else { "local" },
+            methods,
+            items = counts.items,
+            forwarded = counts.forwarded,
+            denied = counts.denied,
+            invalid = counts.invalid,
+            local = counts.local,
+            upstream_status,
+            upstream_error,
+            http_status = reply.status,
+            latency_us = started.elapsed().as_micros() as u64,
+        );
+        json_response(reply)
+    }
+}
+
+fn json_response(reply: Reply) -> Response<Bytes> {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Bytes::from(reply.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if status != StatusCode::NO_CONTENT {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+fn preflight() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(CORS_MAX_AGE),
+    );
+    response
+}
+
+fn method_not_allowed() -> Response<Bytes> {
+    let mut body = String::new();
+    nodefleet_gateway_core::jsonrpc::write_error(
+        &mut body,
+        nodefleet_gateway_core::jsonrpc::null_id(),
+        nodefleet_gateway_core::jsonrpc::codes::INVALID_REQUEST,
+        "JSON-RPC requests must use HTTP POST",
+    );
+    let mut response = json_response(Reply { status: 405, body });
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    response
+}
