@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)] // test support: a broken double should fail the test loudly
 
 pub mod anvil;
+pub mod client;
 mod http_server;
 pub mod lambda_runtime_api;
 pub mod recording_node;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout on a fresh machine: installs what the tests
+# need (npm for anvil; anvil into ./tools), then formatting, lints, and every test.
+# This is the README's test command, and what CI (.ci/run) runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! command -v npm >/dev/null 2>&1; then
+  step "installing npm (Debian) to fetch anvil"
+  apt-get update -qq && apt-get install -y -qq npm >/dev/null
+fi
+
+step "anvil into ./tools (pinned)"
+cargo run --locked --quiet -p nodefleet -- tools install
+
+step "format"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "tests"
+cargo test --locked --workspace
