@@ -29,8 +29,16 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Runs to completion and returns (exit code, stderr).
 async fn run(command: &mut Command) -> (i32, String) {
-    let output = command.stdout(Stdio::null()).stderr(Stdio::piped()).output().await.unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    let output = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn assert_one_line_error(stderr: &str, needle: &str) {
@@ -43,12 +51,21 @@ fn assert_one_line_error(stderr: &str, needle: &str) {
 async fn a_busy_port_is_a_one_line_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, stderr) =
-        run(nodefleet().args(["gateway", "--listen", &addr, "--upstream", "http://127.0.0.1:9"])).await;
+    let (code, stderr) = run(nodefleet().args([
+        "gateway",
+        "--listen",
+        &addr,
+        "--upstream",
+        "http://127.0.0.1:9",
+    ]))
+    .await;
     assert_eq!(code, 1);
     assert_one_line_error(&stderr, "already in use");
     let dir = temp_dir("busy");
-    let (code, stderr) = run(nodefleet().args(["up", "--listen", &addr, "--dir"]).arg(&dir)).await;
+    let (code, stderr) = run(nodefleet()
+        .args(["up", "--listen", &addr, "--dir"])
+        .arg(&dir))
+    .await;
     assert_eq!(code, 1);
     assert_one_line_error(&stderr, "already in use");
 }
@@ -72,11 +89,21 @@ async fn an_unreadable_or_invalid_policy_file_is_a_one_line_error() {
     let dir = temp_dir("policy");
     let missing = dir.join("missing.toml");
     let (code, stderr) = run(nodefleet()
-        .args(["gateway", "--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9", "--policy"])
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--policy",
+        ])
         .arg(&missing))
     .await;
     assert_eq!(code, 1);
-    assert_one_line_error(&stderr, &format!("cannot read policy file {}", missing.display()));
+    assert_one_line_error(
+        &stderr,
+        &format!("cannot read policy file {}", missing.display()),
+    );
 
     let invalid = dir.join("invalid.toml");
     std::fs::write(&invalid, "allow = [\"admin_*\"]\n").unwrap();
@@ -86,14 +113,26 @@ async fn an_unreadable_or_invalid_policy_file_is_a_one_line_error() {
 
     let valid = dir.join("valid.toml");
     std::fs::write(&valid, "tiers = [\"trace\"]\n").unwrap();
-    let output = nodefleet().args(["policy", "check"]).arg(&valid).args(["trace_block", "admin_peers"]).output().await.unwrap();
+    let output = nodefleet()
+        .args(["policy", "check"])
+        .arg(&valid)
+        .args(["trace_block", "admin_peers"])
+        .output()
+        .await
+        .unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("trace_block: allow") && stdout.contains("admin_peers: deny"), "{stdout}");
+    assert!(
+        stdout.contains("trace_block: allow") && stdout.contains("admin_peers: deny"),
+        "{stdout}"
+    );
 }
 
 /// Reads stdout lines until one contains `needle`; returns it.
-async fn line_with(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>, needle: &str) -> String {
+async fn line_with(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if line.contains(needle) {
@@ -102,11 +141,22 @@ async fn line_with(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildS
         }
         panic!("stdout ended before {needle:?}");
     };
-    tokio::time::timeout(Duration::from_secs(120), read).await.expect(needle)
+    tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect(needle)
 }
 
-fn spawn_with_stdout(command: &mut Command) -> (Child, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+fn spawn_with_stdout(
+    command: &mut Command,
+) -> (
+    Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     (child, lines)
 }
@@ -114,7 +164,17 @@ fn spawn_with_stdout(command: &mut Command) -> (Child, tokio::io::Lines<BufReade
 #[tokio::test]
 async fn gateway_serves_the_policy_in_front_of_an_upstream() {
     let node = RecordingNode::start().await;
-    let (mut child, mut lines) = spawn_with_stdout(nodefleet().args(["gateway", "--listen", "127.0.0.1:0", "--upstream", &node.url()]).env("RUST_LOG", "warn"));
+    let (mut child, mut lines) = spawn_with_stdout(
+        nodefleet()
+            .args([
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &node.url(),
+            ])
+            .env("RUST_LOG", "warn"),
+    );
     let line = line_with(&mut lines, "listening on").await;
     let url = line.rsplit(' ').next().unwrap().to_owned();
     let answer = post(&url, r#"[{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"},{"jsonrpc":"2.0","id":2,"method":"debug_setHead","params":["0x0"]}]"#).await;
@@ -137,7 +197,15 @@ async fn up_serves_through_the_gateway_survives_a_killed_node_and_stops_cleanly(
     let dir = temp_dir("up");
     let (mut child, mut lines) = spawn_with_stdout(
         nodefleet()
-            .args(["up", "--nodes", "3", "--listen", "127.0.0.1:0", "--no-install", "--dir"])
+            .args([
+                "up",
+                "--nodes",
+                "3",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-install",
+                "--dir",
+            ])
             .arg(dir.join("state"))
             .env("NODEFLEET_ANVIL", anvil::binary()),
     );
@@ -150,9 +218,16 @@ async fn up_serves_through_the_gateway_survives_a_killed_node_and_stops_cleanly(
     }
     assert!(pids.iter().all(|&pid| pid_alive(pid)));
 
-    let chain_id = post(&url, r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#).await.json();
+    let chain_id = post(&url, r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#)
+        .await
+        .json();
     assert_eq!(chain_id["result"], "0x7a69", "anvil's chain id 31337");
-    let denied = post(&url, r#"{"jsonrpc":"2.0","id":2,"method":"anvil_setBalance","params":[]}"#).await.json();
+    let denied = post(
+        &url,
+        r#"{"jsonrpc":"2.0","id":2,"method":"anvil_setBalance","params":[]}"#,
+    )
+    .await
+    .json();
     assert_eq!(denied["error"]["code"], -32601);
 
     // Kill one node outright: reads keep succeeding, none fails.
@@ -162,8 +237,18 @@ async fn up_serves_through_the_gateway_survives_a_killed_node_and_stops_cleanly(
         libc::kill(pids[0], libc::SIGKILL);
     }
     for i in 0..30 {
-        let answer = post(&url, format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_blockNumber"}}"#)).await.json();
-        assert!(answer["result"].as_str().is_some_and(|r| r.starts_with("0x")), "read {i} failed: {answer}");
+        let answer = post(
+            &url,
+            format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_blockNumber"}}"#),
+        )
+        .await
+        .json();
+        assert!(
+            answer["result"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("0x")),
+            "read {i} failed: {answer}"
+        );
     }
 
     // Ctrl-C: the command exits 0 and no node is left.
@@ -172,7 +257,10 @@ async fn up_serves_through_the_gateway_survives_a_killed_node_and_stops_cleanly(
     unsafe {
         libc::kill(child.id().unwrap() as i32, libc::SIGINT);
     }
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status}");
     for pid in &pids[1..] {
         assert!(!pid_alive(*pid), "node pid {pid} left behind");

@@ -17,14 +17,14 @@ pub struct Answer {
 impl Answer {
     /// The body as JSON (panics when it is not).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
 /// Sends `body` with `method` to `url`.
 pub async fn request(method: Method, url: &str, body: impl Into<Bytes>) -> Answer {
-    let client: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let request = http::Request::builder()
         .method(method)
         .uri(url)
@@ -35,7 +35,11 @@ pub async fn request(method: Method, url: &str, body: impl Into<Bytes>) -> Answe
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// POSTs a JSON-RPC body.

@@ -29,8 +29,16 @@ fn expectations() -> Vec<(&'static str, u16, Option<Value>)> {
                 {"jsonrpc": "2.0", "id": 12345678901234567890u64, "result": []}
             ])),
         ),
-        ("http-v2-post.json", 200, Some(json!({"jsonrpc": "2.0", "id": 1.5, "result": "0x1"}))),
-        ("http-v2-post-base64.json", 200, Some(json!({"jsonrpc": "2.0", "id": "b64", "result": "0x10"}))),
+        (
+            "http-v2-post.json",
+            200,
+            Some(json!({"jsonrpc": "2.0", "id": 1.5, "result": "0x1"})),
+        ),
+        (
+            "http-v2-post-base64.json",
+            200,
+            Some(json!({"jsonrpc": "2.0", "id": "b64", "result": "0x10"})),
+        ),
         ("rest-v1-notification.json", 204, None),
         ("rest-v1-options.json", 204, None),
         ("http-v2-get.json", 405, None),
@@ -54,9 +62,19 @@ async fn fixtures_through_the_handler_in_process() {
     // The 1.5 id is echoed as written, not as a re-encoded float.
     let request = lambda_http::request::from_str(&fixture("http-v2-post.json")).unwrap();
     let response = lambda::respond(&gateway, request).await;
-    assert!(std::str::from_utf8(response.body().as_ref()).unwrap().contains(r#""id":1.5"#));
+    assert!(
+        std::str::from_utf8(response.body().as_ref())
+            .unwrap()
+            .contains(r#""id":1.5"#)
+    );
     // Only allowed methods reached the node.
-    assert!(node.methods().iter().all(|m| m == "eth_blockNumber" || m == "eth_chainId"), "{:?}", node.methods());
+    assert!(
+        node.methods()
+            .iter()
+            .all(|m| m == "eth_blockNumber" || m == "eth_chainId"),
+        "{:?}",
+        node.methods()
+    );
 }
 
 #[tokio::test]
@@ -72,11 +90,18 @@ async fn fixtures_through_the_built_binary_and_the_runtime_api() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    assert!(runtime.first_poll(Duration::from_secs(30)).await.is_some(), "the function never became ready");
+    assert!(
+        runtime.first_poll(Duration::from_secs(30)).await.is_some(),
+        "the function never became ready"
+    );
     for (name, status, body) in expectations() {
         let id = runtime.invoke(fixture(name));
-        let invocation = runtime.outcome(&id, Duration::from_secs(30)).await.expect(name);
-        let payload: Value = serde_json::from_str(invocation.outcome.as_ref().expect(name)).unwrap();
+        let invocation = runtime
+            .outcome(&id, Duration::from_secs(30))
+            .await
+            .expect(name);
+        let payload: Value =
+            serde_json::from_str(invocation.outcome.as_ref().expect(name)).unwrap();
         assert_eq!(payload["statusCode"], status, "{name}: {payload}");
         if let Some(want) = body {
             assert_eq!(payload["isBase64Encoded"], false, "{name}");
