@@ -14,7 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
-/// Serves `handler` on a fresh loopback port until the returned task is aborted.
+/// Serves `handler` on a fresh loopback port until the returned task is aborted; aborting
+/// it also closes every open connection, as a killed process would.
 pub async fn serve<H, F>(handler: H) -> (SocketAddr, JoinHandle<()>)
 where
     H: Fn(http::request::Parts, Bytes) -> F + Send + Sync + 'static,
@@ -24,12 +25,14 @@ where
     let addr = listener.local_addr().unwrap();
     let handler = Arc::new(handler);
     let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let handler = handler.clone();
-            tokio::spawn(async move {
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let handler = handler.clone();
                     async move {

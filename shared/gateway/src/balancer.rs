@@ -138,12 +138,13 @@ impl Upstream for LocalBalancer {
         if nodes.is_empty() {
             return Err(UpstreamError::NoNodeAvailable);
         }
+        // Round robin over the nodes marked up; then the others, in case the marks are stale.
+        let (up, down): (Vec<&Arc<Node>>, Vec<&Arc<Node>>) =
+            nodes.iter().partition(|n| n.up.load(Ordering::Relaxed));
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let order = (0..nodes.len()).map(|i| &nodes[(start + i) % nodes.len()]);
-        // Nodes marked up first, in round-robin order; then the rest, in case marks are stale.
-        let (up, down): (Vec<_>, Vec<_>) = order.partition(|n| n.up.load(Ordering::Relaxed));
+        let rotated_up = (0..up.len()).map(|i| up[(start + i) % up.len()]);
         let mut last_error = UpstreamError::NoNodeAvailable;
-        for node in up.into_iter().chain(down) {
+        for node in rotated_up.chain(down) {
             match node.upstream.send_once(call.body.clone()).await {
                 Ok(response) => {
                     node.up.store(true, Ordering::Relaxed);
