@@ -134,8 +134,14 @@ pub struct Exchange<'a> {
     /// Slot indices of forwarded calls with an id (notifications get no answer to place).
     awaiting_answer: Vec<usize>,
     counts: Counts,
+    denied_methods: Vec<String>,
     max_get_logs_blocks: u64,
 }
+
+/// Method names in logs are cut to this many bytes.
+const LOGGED_NAME_BYTES: usize = 64;
+/// At most this many distinct denied names are kept per request for its log line.
+const LOGGED_DENIED_METHODS: usize = 16;
 
 /// Parses and checks a body. `Err` is a final answer that involves no node.
 pub fn prepare<'a>(body: &'a [u8], policy: &Policy) -> Result<Exchange<'a>, Reply> {
@@ -176,6 +182,7 @@ pub fn prepare<'a>(body: &'a [u8], policy: &Policy) -> Result<Exchange<'a>, Repl
             items: items.len(),
             ..Counts::default()
         },
+        denied_methods: Vec::new(),
         max_get_logs_blocks: limits.max_get_logs_blocks,
     };
     for item in items {
@@ -201,6 +208,12 @@ impl<'a> Exchange<'a> {
         match policy.verdict(&call.method) {
             Verdict::Deny(_) => {
                 self.counts.denied += 1;
+                let name = truncate(&call.method, LOGGED_NAME_BYTES);
+                if self.denied_methods.len() < LOGGED_DENIED_METHODS
+                    && !self.denied_methods.iter().any(|m| m == name)
+                {
+                    self.denied_methods.push(name.to_owned());
+                }
                 match call.id {
                     None => Slot::Silent,
                     Some(id) => answered_error(
@@ -300,15 +313,21 @@ impl<'a> Exchange<'a> {
         self.counts
     }
 
-    /// The distinct method names of the request, for logging (at most `max`, each cut to 64
-    /// bytes so a hostile name cannot bloat the log).
+    /// The distinct denied method names, for logging (at most 16, each cut to 64 bytes so a
+    /// hostile name cannot bloat the log).
+    pub fn denied_methods(&self) -> &[String] {
+        &self.denied_methods
+    }
+
+    /// The distinct method names sent upstream, for logging (at most `max`, each cut to 64
+    /// bytes).
     pub fn methods(&self, max: usize) -> Vec<&str> {
         let mut methods: Vec<&str> = Vec::new();
         for slot in &self.slots {
             let (Slot::Forwarded(call) | Slot::AwaitingHead(call)) = slot else {
                 continue;
             };
-            let name = truncate(&call.method, 64);
+            let name = truncate(&call.method, LOGGED_NAME_BYTES);
             if methods.len() < max && !methods.contains(&name) {
                 methods.push(name);
             }

@@ -533,3 +533,28 @@ fn upstream_request_rewrites_ids_and_keeps_params_as_written() {
         r#"{"jsonrpc":"2.0","id":0,"method":"eth_chainId"}"#
     );
 }
+
+#[test]
+fn log_names_are_distinct_bounded_and_cut() {
+    let long = "x".repeat(500);
+    let body = format!(
+        r#"[{{"jsonrpc":"2.0","id":1,"method":"admin_peers"}},{{"jsonrpc":"2.0","id":2,"method":"admin_peers"}},{{"jsonrpc":"2.0","id":3,"method":"{long}"}},{{"jsonrpc":"2.0","id":4,"method":"eth_chainId"}},{{"jsonrpc":"2.0","id":5,"method":"eth_chainId"}}]"#
+    );
+    let exchange = prepare(body.as_bytes(), &Policy::default()).unwrap();
+    assert_eq!(
+        exchange.denied_methods(),
+        ["admin_peers".to_owned(), "x".repeat(64)]
+    );
+    assert_eq!(exchange.methods(16), ["eth_chainId"]);
+    let many: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"m{i}"}}"#))
+        .collect();
+    let body = format!("[{}]", many.join(","));
+    assert_eq!(
+        prepare(body.as_bytes(), &Policy::default())
+            .unwrap()
+            .denied_methods()
+            .len(),
+        16
+    );
+}

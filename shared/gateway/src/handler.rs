@@ -89,6 +89,7 @@ impl<U: Upstream> Gateway<U> {
             }
         };
         let methods = exchange.methods(LOGGED_METHODS).join(",");
+        let denied_methods = exchange.denied_methods().join(",");
         let reply = exchange.finish(answer.as_ref().map(|result| match result {
             Ok(response) => Ok(UpstreamAnswer {
                 status: response.status,
@@ -105,6 +106,7 @@ impl<U: Upstream> Gateway<U> {
             target: "nodefleet::rpc",
             decision = if answer.is_some() { "forwarded" } else { "local" },
             methods,
+            denied_methods,
             items = counts.items,
             forwarded = counts.forwarded,
             denied = counts.denied,
