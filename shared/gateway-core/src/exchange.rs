@@ -480,8 +480,10 @@ impl<'a> Exchange<'a> {
             };
             let content = match (response.result, response.error) {
                 (Some(result), _) => Content::Result(result),
-                (None, Some(error)) if error.get().starts_with('{') => Content::Error(error),
-                _ => continue,
+                (None, Some(error)) if is_error_object(error) => Content::Error(error),
+                // A response to a call, but with neither a result nor a well-formed error:
+                // never pass it on (every answer must be well-formed, invariant 8).
+                _ => Content::Malformed,
             };
             let position = response.id.and_then(|id| id.get().parse::<usize>().ok());
             let targets: Vec<usize> = match position {
@@ -510,6 +512,10 @@ impl<'a> Exchange<'a> {
                 match content {
                     Content::Result(result) => jsonrpc::write_result(&mut text, id, result.get()),
                     Content::Error(error) => jsonrpc::write_raw_error(&mut text, id, error.get()),
+                    Content::Malformed => {
+                        let (code, message) = invalid.code_and_message();
+                        jsonrpc::write_error(&mut text, id, code, &message);
+                    }
                 }
                 answers[slot] = Some(text);
             }
@@ -549,6 +555,22 @@ impl<'a> Exchange<'a> {
 enum Content<'r> {
     Result(&'r RawValue),
     Error(&'r RawValue),
+    Malformed,
+}
+
+/// The shape the specification requires of an error: an integer `code` and a string
+/// `message` (`data` and anything else may follow).
+#[derive(Deserialize)]
+struct ErrorObject<'r> {
+    // Read only to check their types.
+    #[serde(rename = "code")]
+    _code: i64,
+    #[serde(rename = "message", borrow)]
+    _message: std::borrow::Cow<'r, str>,
+}
+
+fn is_error_object(raw: &RawValue) -> bool {
+    serde_json::from_str::<ErrorObject<'_>>(raw.get()).is_ok()
 }
 
 #[derive(Deserialize)]

@@ -33,16 +33,9 @@ pub fn check_params(
     match method {
         "eth_getLogs" => check_get_logs(params, max_get_logs_blocks, head),
         "eth_sendRawTransaction" => check_send_raw_transaction(params),
-        "eth_accounts" => match params.map(|p| p.get()) {
+        "eth_accounts" => match params.map(|p| serde_json::from_str::<Vec<&RawValue>>(p.get())) {
             None => ParamsCheck::Ok,
-            Some(p)
-                if p.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .trim()
-                    .is_empty() =>
-            {
-                ParamsCheck::Ok
-            }
+            Some(Ok(items)) if items.is_empty() => ParamsCheck::Ok,
             Some(_) => invalid("eth_accounts takes no params"),
         },
         _ => ParamsCheck::Ok,
@@ -104,7 +97,12 @@ fn check_get_logs(params: Option<&RawValue>, cap: u64, head: Option<u64>) -> Par
     let (Some(from), Some(to)) = (resolve(from), resolve(to)) else {
         return ParamsCheck::NeedsHead;
     };
-    let blocks = if to >= from { to - from + 1 } else { 0 };
+    // Saturating: a range of all 2^64 blocks must not wrap to zero and slip under the cap.
+    let blocks = if to >= from {
+        (to - from).saturating_add(1)
+    } else {
+        0
+    };
     if blocks > cap {
         return invalid(format!(
             "eth_getLogs block range of {blocks} blocks exceeds the cap of {cap} blocks"
@@ -303,6 +301,8 @@ mod tests {
         assert_eq!(check(None), ParamsCheck::Ok);
         assert_eq!(check(Some("[]")), ParamsCheck::Ok);
         assert!(matches!(check(Some("[1]")), ParamsCheck::Invalid(_)));
+        assert!(matches!(check(Some("[[]]")), ParamsCheck::Invalid(_)));
+        assert!(matches!(check(Some("{}")), ParamsCheck::Invalid(_)));
     }
 
     #[test]
