@@ -21,5 +21,8 @@ cargo fmt --all --check
 step "lints"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+step "fuzz target still builds (run it with cargo-fuzz on nightly: fuzz/README.md)"
+cargo check --locked --quiet --manifest-path fuzz/Cargo.toml
+
 step "tests"
 cargo test --locked --workspace
