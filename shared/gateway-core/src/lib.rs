@@ -11,8 +11,10 @@
 //! - [`policy`]: which methods may reach a node, and the operator's TOML file;
 //! - [`limits`]: body, batch and `eth_getLogs` range caps;
 //! - [`params`]: params checks for the methods the gateway inspects;
-//! - [`exchange`]: one request from body to answer.
+//! - [`exchange`]: one request from body to answer;
+//! - [`conformance`]: the promises above as executable checks, for tests and the fuzz target.
 
+pub mod conformance;
 pub mod exchange;
 pub mod jsonrpc;
 pub mod limits;

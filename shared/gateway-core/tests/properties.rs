@@ -28,11 +28,13 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
+use nodefleet_gateway_core::conformance::{
+    ResponseObject, SentCall, check_upstream_request, elements, response_items,
+};
 use nodefleet_gateway_core::policy::{DEFAULT_ALLOW, NEVER_EXPOSED};
-use nodefleet_gateway_core::{Policy, Reply, UpstreamAnswer, UpstreamFailure, Verdict, prepare};
+use nodefleet_gateway_core::{Policy, Reply, UpstreamAnswer, UpstreamFailure, prepare};
 use proptest::prelude::*;
 use proptest::sample::select;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// Head block the fake node reports for `eth_getLogs` tags.
@@ -1075,18 +1077,7 @@ fn regression_a_malformed_error_object_from_the_node_is_not_passed_through() {
 }
 
 fn tight_policy() -> Policy {
-    Policy::from_toml(
-        r#"
-        allow = ["trace_*", "custom_echo"]
-        deny = ["eth_sendRawTransaction", "eth_getUncle*"]
-        unsafe_allow = ["debug_traceTransaction"]
-        [limits]
-        max_body_bytes = 2048
-        max_batch_items = 5
-        max_get_logs_blocks = 100
-        "#,
-    )
-    .unwrap()
+    Policy::from_toml(TIGHT_POLICY).unwrap()
 }
 
 /// Block numbers anywhere in `u64`, biased to the edges.
@@ -1230,169 +1221,4 @@ fn check_upstream_answer(request: &GenRequest, node: &Node) -> Result<(), TestCa
         expected_upstream(request)
     );
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Invariant checks (the same as in fuzz_corpus.rs and the fuzz target; duplicated on purpose).
-
-/// A response object as the gateway must write it: exactly these members, each once.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseObject<'a> {
-    #[serde(borrow)]
-    jsonrpc: &'a RawValue,
-    #[serde(borrow)]
-    id: &'a RawValue,
-    #[serde(borrow, default, deserialize_with = "present")]
-    result: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    error: Option<&'a RawValue>,
-}
-
-impl ResponseObject<'_> {
-    fn error_code(&self) -> Option<i64> {
-        let error: ErrorObject<'_> = serde_json::from_str(self.error?.get()).ok()?;
-        error.code.get().parse().ok()
-    }
-}
-
-/// A JSON-RPC error object: `code` and `message` required, `data` (or anything else) free.
-#[derive(Debug, Deserialize)]
-struct ErrorObject<'a> {
-    #[serde(borrow)]
-    code: &'a RawValue,
-    #[serde(borrow)]
-    message: &'a RawValue,
-}
-
-/// One call of the upstream request: only the members the gateway writes.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SentCall<'a> {
-    #[serde(borrow)]
-    jsonrpc: &'a RawValue,
-    #[serde(borrow, default, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: &'a RawValue,
-    #[serde(borrow, default, deserialize_with = "present")]
-    params: Option<&'a RawValue>,
-}
-
-/// A member present as `null` is `Some`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-/// The elements of a JSON array, or the one value; grammar-checked without a depth limit.
-fn elements(text: &str) -> Result<(bool, Vec<&RawValue>), String> {
-    let raw: &RawValue =
-        serde_json::from_str(text).map_err(|e| format!("not JSON ({e}): {text:?}"))?;
-    if raw.get().trim_start().starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(raw.get()).map_err(|e| format!("bad array ({e}): {text:?}"))?;
-        Ok((true, items))
-    } else {
-        Ok((false, vec![raw]))
-    }
-}
-
-/// Checks the HTTP status and body of a reply and returns its response objects.
-fn response_items(reply: &Reply) -> Result<Vec<ResponseObject<'_>>, String> {
-    match reply.status {
-        204 if reply.body.is_empty() => return Ok(Vec::new()),
-        204 => return Err(format!("204 with a body: {:?}", reply.body)),
-        200 | 413 => {}
-        status => return Err(format!("unexpected HTTP status {status}: {:?}", reply.body)),
-    }
-    let (batch, raws) = elements(&reply.body)?;
-    if batch && raws.is_empty() {
-        return Err("an empty array is not an answer".into());
-    }
-    let mut items = Vec::with_capacity(raws.len());
-    for raw in raws {
-        let item: ResponseObject<'_> = serde_json::from_str(raw.get())
-            .map_err(|e| format!("not a response object ({e}): {}", raw.get()))?;
-        if item.jsonrpc.get() != r#""2.0""# {
-            return Err(format!("jsonrpc is not \"2.0\": {}", raw.get()));
-        }
-        let id = item.id.get();
-        if !(id == "null"
-            || id.starts_with(['"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']))
-        {
-            return Err(format!("id is not a string, number or null: {}", raw.get()));
-        }
-        match (item.result, item.error) {
-            (Some(_), None) => {}
-            (None, Some(error)) => {
-                let object: ErrorObject<'_> = serde_json::from_str(error.get())
-                    .map_err(|e| format!("malformed error object ({e}): {}", raw.get()))?;
-                if object.code.get().parse::<i64>().is_err() {
-                    return Err(format!("error code is not an integer: {}", raw.get()));
-                }
-                if !object.message.get().starts_with('"') {
-                    return Err(format!("error message is not a string: {}", raw.get()));
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "need exactly one of result and error: {}",
-                    raw.get()
-                ));
-            }
-        }
-        items.push(item);
-    }
-    if reply.status == 413
-        && (batch
-            || items.len() != 1
-            || items[0].id.get() != "null"
-            || items[0].error_code() != Some(-32600))
-    {
-        return Err(format!(
-            "413 needs one -32600 error with id null: {}",
-            reply.body
-        ));
-    }
-    Ok(items)
-}
-
-/// Checks the upstream request: valid JSON, call objects with positional ids, and only
-/// methods the policy allows (invariant 1).
-fn check_upstream_request<'b>(body: &'b str, policy: &Policy) -> Result<Vec<SentCall<'b>>, String> {
-    let (batch, raws) = elements(body)?;
-    if batch && raws.len() < 2 {
-        return Err(format!(
-            "a batch upstream request of {} calls: {body}",
-            raws.len()
-        ));
-    }
-    let mut calls = Vec::with_capacity(raws.len());
-    for (position, raw) in raws.into_iter().enumerate() {
-        let call: SentCall<'_> = serde_json::from_str(raw.get())
-            .map_err(|e| format!("upstream call is not a call object ({e}): {}", raw.get()))?;
-        if call.jsonrpc.get() != r#""2.0""# {
-            return Err(format!("upstream call without jsonrpc 2.0: {}", raw.get()));
-        }
-        if let Some(id) = call.id
-            && id.get() != position.to_string()
-        {
-            return Err(format!("upstream id {} at position {position}", id.get()));
-        }
-        let method: String = serde_json::from_str(call.method.get())
-            .map_err(|e| format!("upstream method is not a string ({e}): {}", raw.get()))?;
-        if policy.verdict(&method) != Verdict::Allow {
-            return Err(format!("invariant 1: {method:?} reached the node: {body}"));
-        }
-        if let Some(params) = call.params
-            && !params.get().starts_with(['[', '{'])
-        {
-            return Err(format!(
-                "upstream params neither array nor object: {}",
-                raw.get()
-            ));
-        }
-        calls.push(call);
-    }
-    Ok(calls)
 }
