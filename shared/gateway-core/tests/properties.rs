@@ -29,7 +29,7 @@
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
 use nodefleet_gateway_core::conformance::{
-    ResponseObject, SentCall, check_upstream_request, elements, response_items,
+    ResponseObject, SentCall, TIGHT_POLICY, check_upstream_request, elements, response_items,
 };
 use nodefleet_gateway_core::policy::{DEFAULT_ALLOW, NEVER_EXPOSED};
 use nodefleet_gateway_core::{Policy, Reply, UpstreamAnswer, UpstreamFailure, prepare};
