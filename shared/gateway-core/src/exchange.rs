@@ -462,10 +462,18 @@ impl<'a> Exchange<'a> {
         let Ok(text) = std::str::from_utf8(answer.body) else {
             return fail_all(invalid, answers);
         };
-        let responses: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
+        // One pass in the common case; element by element (skipping the ones that are not
+        // response objects) when the array holds something else.
+        let responses: Vec<UpstreamResponse<'_>> = match text.trim_start().as_bytes().first() {
             Some(b'[') => match serde_json::from_str(text) {
                 Ok(list) => list,
-                Err(_) => return fail_all(invalid, answers),
+                Err(_) => match serde_json::from_str::<Vec<&RawValue>>(text) {
+                    Ok(raws) => raws
+                        .iter()
+                        .filter_map(|r| serde_json::from_str(r.get()).ok())
+                        .collect(),
+                    Err(_) => return fail_all(invalid, answers),
+                },
             },
             Some(b'{') => match serde_json::from_str(text) {
                 Ok(one) => vec![one],
@@ -474,10 +482,7 @@ impl<'a> Exchange<'a> {
             _ => return fail_all(invalid, answers),
         };
         let sent_single = forwarded_ids.len() == 1;
-        for raw in responses {
-            let Ok(response) = serde_json::from_str::<UpstreamResponse<'_>>(raw.get()) else {
-                continue;
-            };
+        for response in responses {
             let content = match (response.result, response.error) {
                 (Some(result), _) => Content::Result(result),
                 (None, Some(error)) if is_error_object(error) => Content::Error(error),
@@ -508,7 +513,7 @@ impl<'a> Exchange<'a> {
                 let Slot::Forwarded(Call { id: Some(id), .. }) = &self.slots[slot] else {
                     continue;
                 };
-                let mut text = String::with_capacity(40 + raw.get().len());
+                let mut text = String::with_capacity(40 + content.len());
                 match content {
                     Content::Result(result) => jsonrpc::write_result(&mut text, id, result.get()),
                     Content::Error(error) => jsonrpc::write_raw_error(&mut text, id, error.get()),
@@ -556,6 +561,16 @@ enum Content<'r> {
     Result(&'r RawValue),
     Error(&'r RawValue),
     Malformed,
+}
+
+impl Content<'_> {
+    /// Bytes of raw JSON it carries.
+    fn len(&self) -> usize {
+        match self {
+            Content::Result(raw) | Content::Error(raw) => raw.get().len(),
+            Content::Malformed => 64,
+        }
+    }
 }
 
 /// The shape the specification requires of an error: an integer `code` and a string

@@ -98,14 +98,25 @@ pub enum BodyError {
     BatchTooLarge { items: usize, cap: usize },
 }
 
-/// Parses a request body. Batches longer than `max_batch_items` are rejected before their
-/// items are examined.
+/// Parses a request body. Batches longer than `max_batch_items` are rejected.
+///
+/// The common case is read in one pass: each element's members are collected as raw JSON
+/// while the array is scanned ([`Element`]). Anything that pass refuses (a repeated member,
+/// or a body that is not JSON) is read again the slow way, member by member, so that every
+/// malformed body still gets its precise answer.
 pub fn parse_body(body: &[u8], max_batch_items: usize) -> Result<Body<'_>, BodyError> {
     let text = std::str::from_utf8(body).map_err(|_| BodyError::Parse)?;
     let first = text.bytes().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| BodyError::Parse)?;
+            let items: Vec<Item<'_>> = match serde_json::from_str::<Vec<Element<'_>>>(text) {
+                Ok(elements) => elements.into_iter().map(Element::validate).collect(),
+                Err(_) => {
+                    let raws: Vec<&RawValue> =
+                        serde_json::from_str(text).map_err(|_| BodyError::Parse)?;
+                    raws.into_iter().map(parse_item).collect()
+                }
+            };
             if items.is_empty() {
                 return Err(BodyError::NotARequest);
             }
@@ -115,12 +126,15 @@ pub fn parse_body(body: &[u8], max_batch_items: usize) -> Result<Body<'_>, BodyE
                     cap: max_batch_items,
                 });
             }
-            Ok(Body::Batch(items.into_iter().map(parse_item).collect()))
+            Ok(Body::Batch(items))
         }
-        Some(b'{') => {
-            let raw: &RawValue = serde_json::from_str(text).map_err(|_| BodyError::Parse)?;
-            Ok(Body::Single(parse_item(raw)))
-        }
+        Some(b'{') => match serde_json::from_str::<Element<'_>>(text) {
+            Ok(element) => Ok(Body::Single(element.validate())),
+            Err(_) => {
+                let raw: &RawValue = serde_json::from_str(text).map_err(|_| BodyError::Parse)?;
+                Ok(Body::Single(parse_item(raw)))
+            }
+        },
         _ => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
             Ok(_) => Err(BodyError::NotARequest),
             Err(_) => Err(BodyError::Parse),
@@ -129,8 +143,9 @@ pub fn parse_body(body: &[u8], max_batch_items: usize) -> Result<Body<'_>, BodyE
 }
 
 /// The members of a request object, each kept as raw JSON so that a wrong type is a
-/// validation failure (answered with -32600) and not a parse failure.
-#[derive(Deserialize)]
+/// validation failure (answered with -32600) and not a parse failure. `None` means absent;
+/// a member present as `null` is `Some("null")`.
+#[derive(Default, Deserialize)]
 struct RawRequest<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     jsonrpc: Option<&'a RawValue>,
@@ -148,20 +163,139 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
-fn parse_item(raw: &RawValue) -> Item<'_> {
-    fn invalid<'a>(id: Option<&'a RawValue>, reason: &'static str) -> Item<'a> {
-        Item::Invalid {
-            id: id.filter(|id| is_valid_id(id)).unwrap_or(null_id()),
-            reason,
+/// One element of a request, read in the same pass as the array around it.
+enum Element<'a> {
+    Object(RawRequest<'a>),
+    NotAnObject,
+}
+
+impl<'a> Element<'a> {
+    fn validate(self) -> Item<'a> {
+        match self {
+            Element::Object(request) => validate(request),
+            Element::NotAnObject => invalid(None, "a request must be an object"),
         }
     }
+}
+
+impl<'de> Deserialize<'de> for Element<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ElementVisitor)
+    }
+}
+
+struct ElementVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ElementVisitor {
+    type Value = Element<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut request = RawRequest::default();
+        while let Some(key) = map.next_key::<Member>()? {
+            let slot = match key {
+                Member::Jsonrpc => &mut request.jsonrpc,
+                Member::Method => &mut request.method,
+                Member::Params => &mut request.params,
+                Member::Id => &mut request.id,
+                Member::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                // Refused here; the slow path answers it as an invalid request.
+                return Err(serde::de::Error::custom("repeated member"));
+            }
+            *slot = Some(map.next_value::<&'de RawValue>()?);
+        }
+        Ok(Element::Object(request))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Element::NotAnObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Element::NotAnObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Element::NotAnObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Element::NotAnObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Element::NotAnObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Element::NotAnObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Element::NotAnObject)
+    }
+}
+
+/// A member name of a request object, read without allocating.
+enum Member {
+    Jsonrpc,
+    Method,
+    Params,
+    Id,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MemberVisitor;
+        impl serde::de::Visitor<'_> for MemberVisitor {
+            type Value = Member;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "jsonrpc" => Member::Jsonrpc,
+                    "method" => Member::Method,
+                    "params" => Member::Params,
+                    "id" => Member::Id,
+                    _ => Member::Other,
+                })
+            }
+        }
+        d.deserialize_str(MemberVisitor)
+    }
+}
+
+fn invalid<'a>(id: Option<&'a RawValue>, reason: &'static str) -> Item<'a> {
+    Item::Invalid {
+        id: id.filter(|id| is_valid_id(id)).unwrap_or(null_id()),
+        reason,
+    }
+}
+
+/// The slow path for one element: read as raw JSON, then member by member.
+fn parse_item(raw: &RawValue) -> Item<'_> {
     if !raw.get().starts_with('{') {
         return invalid(None, "a request must be an object");
     }
-    let Ok(request) = serde_json::from_str::<RawRequest<'_>>(raw.get()) else {
-        // Only duplicate members can fail here: every member is accepted as raw JSON.
-        return invalid(None, "a request object must not repeat a member");
-    };
+    match serde_json::from_str::<RawRequest<'_>>(raw.get()) {
+        Ok(request) => validate(request),
+        // Only repeated members can fail here: every member is accepted as raw JSON.
+        Err(_) => invalid(None, "a request object must not repeat a member"),
+    }
+}
+
+fn validate(request: RawRequest<'_>) -> Item<'_> {
     if let Some(id) = request.id
         && !is_valid_id(id)
     {

@@ -176,10 +176,35 @@ pub enum DenyReason {
     NeverExposed,
 }
 
+/// FNV-1a: method names are short and chosen by the operator, not by callers (callers only
+/// look names up), so a fast non-keyed hash is safe here and cheaper than SipHash.
+#[derive(Debug, Clone, Copy)]
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type FastSet = HashSet<Box<str>, std::hash::BuildHasherDefault<Fnv1a>>;
+
 /// A set of exact names and namespace prefixes.
 #[derive(Debug, Clone, Default)]
 struct MethodSet {
-    exact: HashSet<Box<str>>,
+    exact: FastSet,
     prefixes: Vec<Box<str>>,
 }
 
