@@ -58,7 +58,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let upstream = HttpUpstream::new(&args.upstream, config)?;
     let listener = server::bind(args.listen).await?;
     let local = listener.local_addr().context("listener address")?;
-    logging::init_json("info", true);
+    let _log = logging::init_json_background("info");
     tracing::info!(listen = %local, "gateway listening");
     #[allow(clippy::print_stdout)] // the command's output: where to send requests
     {

@@ -61,7 +61,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let listen = listener.local_addr().context("listener address")?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create the state folder {}", args.dir.display()))?;
-    logging::init_json_to_file("info", &args.dir.join("gateway.log"))
+    let _log = logging::init_json_to_file("info", &args.dir.join("gateway.log"))
         .with_context(|| format!("cannot open {}", args.dir.join("gateway.log").display()))?;
 
     let tools_dir = tools::tools_dir(args.tools.as_deref());
