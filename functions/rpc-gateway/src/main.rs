@@ -7,7 +7,8 @@ use std::sync::Arc;
 use nodefleet_gateway::config::GatewayConfig;
 use nodefleet_gateway::{Gateway, lambda, logging};
 
-#[tokio::main]
+// One invocation at a time per Lambda sandbox: a single-threaded runtime is all it needs.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     logging::init_json("info", false);
     let config = GatewayConfig::from_env(|name| std::env::var(name).ok())

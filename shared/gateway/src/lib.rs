@@ -13,6 +13,7 @@ pub mod balancer;
 pub mod config;
 pub mod handler;
 pub mod head;
+pub mod http1;
 pub mod lambda;
 pub mod logging;
 pub mod server;

@@ -23,11 +23,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use nodefleet_gateway_core::UpstreamFailure;
+
+use crate::http1::{ConnectionPool, Target};
 
 /// Default upstream timeout: below API Gateway's 29 s integration timeout, so the client
 /// gets the gateway's -32051 rather than API Gateway's bare 504.
@@ -115,11 +113,11 @@ impl Default for HttpUpstreamConfig {
     }
 }
 
-/// A pooled HTTP/1.1 client for `http://` upstreams (the internal NLB speaks plain HTTP).
-#[derive(Debug, Clone)]
+/// An `http://` upstream (the internal NLB speaks plain HTTP) with keep-alive connections.
+#[derive(Debug)]
 pub struct HttpUpstream {
     uri: http::Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    pool: ConnectionPool,
     config: HttpUpstreamConfig,
 }
 
@@ -143,17 +141,19 @@ impl HttpUpstream {
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(UpstreamUrlError::NotHttp(url.to_owned()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
-        Ok(HttpUpstream {
-            uri,
-            client,
-            config,
-        })
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(80);
+        let target = Target {
+            authority: format!("{host}:{port}"),
+            host_header: uri
+                .authority()
+                .map_or_else(|| host.to_owned(), |a| a.to_string()),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.to_string()),
+        };
+        let pool = ConnectionPool::new(target, POOL_IDLE_TIMEOUT, config.max_response_bytes);
+        Ok(HttpUpstream { uri, pool, config })
     }
 
     /// The URL calls go to.
@@ -163,35 +163,13 @@ impl HttpUpstream {
 
     /// One attempt, no retry (the balancer moves to another node instead).
     pub(crate) async fn send_once(&self, body: Bytes) -> Result<UpstreamResponse, UpstreamError> {
-        let request = http::Request::post(self.uri.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|_| UpstreamError::ConnectFailed)?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    UpstreamError::ConnectFailed
-                } else {
-                    UpstreamError::ConnectionLost
-                }
-            })?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), self.config.max_response_bytes)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        UpstreamError::ResponseTooLarge
-                    } else {
-                        UpstreamError::ConnectionLost
-                    }
-                })?
-                .to_bytes();
-            Ok(UpstreamResponse { status, body })
-        };
-        tokio::time::timeout(self.config.timeout, exchange)
+        let answer = tokio::time::timeout(self.config.timeout, self.pool.post(&body))
             .await
-            .unwrap_or(Err(UpstreamError::TimedOut))
+            .unwrap_or(Err(UpstreamError::TimedOut))?;
+        Ok(UpstreamResponse {
+            status: answer.status,
+            body: answer.body,
+        })
     }
 }
 
