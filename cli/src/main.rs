@@ -42,10 +42,20 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `gateway --workers 1` (the default) runs on a single-threaded runtime, the leanest
+    // event loop tokio has; everything else on the multi-threaded one.
+    let mut runtime = match &cli.command {
+        Command::Gateway(args) if args.workers == 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Command::Gateway(args) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(args.workers));
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
