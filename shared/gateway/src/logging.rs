@@ -240,12 +240,15 @@ impl Visit for FieldWriter<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        push_u64(self.out, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        if value < 0 {
+            self.out.push('-');
+        }
+        push_u64(self.out, value.unsigned_abs());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -294,20 +297,57 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Appends a number in decimal without the formatting machinery (it is on the hot path).
+fn push_u64(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+}
+
+thread_local! {
+    /// The formatted date and time of the last second seen by this thread: formatting a
+    /// date is the dearest part of a line, and a busy thread logs many lines per second.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
 /// Appends `now` as RFC 3339 UTC with microseconds, e.g. `2026-11-29T12:00:00.123456Z`.
 fn push_timestamp(out: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != secs {
+            let (days, rem) = (secs / 86_400, secs % 86_400);
+            let (year, month, day) = civil_from_days(days as i64);
+            second.1.clear();
+            let _ = write!(
+                second.1,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            );
+            second.0 = secs;
+        }
+        out.push_str(&second.1);
+    });
+    let micros = since.subsec_micros();
+    out.push('.');
+    let mut divisor = 100_000;
+    while divisor > 0 {
+        out.push(char::from(b'0' + (micros / divisor % 10) as u8));
+        divisor /= 10;
+    }
+    out.push('Z');
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
@@ -343,6 +383,21 @@ mod tests {
         out.clear();
         push_timestamp(&mut out, UNIX_EPOCH);
         assert_eq!(out, "1970-01-01T00:00:00.000000Z");
+        out.clear();
+        push_timestamp(&mut out, UNIX_EPOCH + Duration::from_micros(5));
+        assert_eq!(
+            out, "1970-01-01T00:00:00.000005Z",
+            "the cached second, new micros"
+        );
+    }
+
+    #[test]
+    fn numbers_are_decimal() {
+        for value in [0, 7, 10, 1_234_567_890, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, value);
+            assert_eq!(out, value.to_string());
+        }
     }
 
     #[test]
