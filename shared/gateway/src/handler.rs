@@ -74,7 +74,6 @@ impl<U: Upstream> Gateway<U> {
         }
         let counts = exchange.counts();
         let request = exchange.upstream_request();
-        let mut upstream_status = None;
         let answer = match request {
             None => None,
             Some(request) => {
@@ -82,10 +81,7 @@ impl<U: Upstream> Gateway<U> {
                     body: Bytes::from(request.body),
                     retryable: request.retryable,
                 };
-                let result = self.upstream.send(call).await;
-                upstream_status =
-                    Some(result.as_ref().map(|r| r.status).map_err(|e| e.to_string()));
-                Some(result)
+                Some(self.upstream.send(call).await)
             }
         };
         let methods = exchange.methods(LOGGED_METHODS).join(",");
@@ -97,10 +93,10 @@ impl<U: Upstream> Gateway<U> {
             }),
             Err(e) => Err(e.failure()),
         }));
-        let (upstream_status, upstream_error) = match upstream_status {
+        let (upstream_status, upstream_error) = match &answer {
             None => (None, None),
-            Some(Ok(status)) => (Some(status), None),
-            Some(Err(error)) => (None, Some(error)),
+            Some(Ok(response)) => (Some(response.status), None),
+            Some(Err(error)) => (None, Some(error.to_string())),
         };
         tracing::info!(
             target: "nodefleet::rpc",
@@ -121,7 +117,9 @@ impl<U: Upstream> Gateway<U> {
     }
 }
 
-fn json_response(reply: Reply) -> Response<Bytes> {
+/// The HTTP response for a reply: JSON content type (unless 204) and the CORS origin header.
+/// Every answer of the gateway goes through here, whichever front door sends it.
+pub fn json_response(reply: Reply) -> Response<Bytes> {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Bytes::from(reply.body));
     *response.status_mut() = status;
@@ -140,13 +138,11 @@ fn json_response(reply: Reply) -> Response<Bytes> {
 }
 
 fn preflight() -> Response<Bytes> {
-    let mut response = Response::new(Bytes::new());
-    *response.status_mut() = StatusCode::NO_CONTENT;
+    let mut response = json_response(Reply {
+        status: 204,
+        body: String::new(),
+    });
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, OPTIONS"),

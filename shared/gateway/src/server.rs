@@ -20,7 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use nodefleet_gateway_core::Reply;
 use tokio::net::TcpListener;
 
-use crate::handler::Gateway;
+use crate::handler::{Gateway, json_response};
 use crate::upstream::Upstream;
 
 /// Why the listener could not be opened.
@@ -96,16 +96,7 @@ async fn answer<U: Upstream>(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        let reply = Reply::body_too_large(cap);
-        let mut response = Response::new(Full::new(Bytes::from(reply.body)));
-        *response.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
-    };
+    let too_large = || json_response(Reply::body_too_large(cap)).map(Full::new);
     if declared.is_some_and(|len| len > cap as u64) {
         return too_large();
     }
