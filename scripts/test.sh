@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout on a fresh machine: installs what the tests
-# need (npm for anvil; anvil into ./tools), then formatting, lints, and every test.
+# need (npm for anvil; anvil into ./tools; a Python venv with moto in tools/moto, started on
+# loopback for the AWS adapters' tests), then formatting, lints, and every test.
 # This is the README's test command, and what CI (.ci/run) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,12 @@ fi
 
 step "anvil into ./tools (pinned)"
 cargo run --locked --quiet -p nodefleet -- tools install
+
+step "moto server (pinned, in tools/moto) on a loopback port, stopped when this script exits"
+trap 'scripts/moto.sh stop' EXIT
+NODEFLEET_MOTO_ENDPOINT=$(scripts/moto.sh start)
+export NODEFLEET_MOTO_ENDPOINT
+echo "moto at $NODEFLEET_MOTO_ENDPOINT"
 
 step "format"
 cargo fmt --all --check
