@@ -66,7 +66,15 @@ start() {
 
 stop_quietly() {
   if [[ -f $state/pid ]]; then
-    kill "$(cat "$state/pid")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$state/pid")
+    kill "$pid" 2>/dev/null || true
+    # Wait for it to go (it finishes its open connections first), then make sure.
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$state/pid" "$state/url"
   fi
 }
