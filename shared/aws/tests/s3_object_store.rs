@@ -236,17 +236,23 @@ fn intercepted(
 }
 
 #[tokio::test]
-async fn an_endpoint_url_from_the_standard_loader_means_path_style_requests() {
-    // What `AWS_ENDPOINT_URL=<moto>` gives `load_sdk_config()`: the standard loader's
-    // SdkConfig with an endpoint URL (set on the loader here: tests cannot set environment
-    // variables safely).
+async fn aws_endpoint_url_in_the_environment_means_path_style_requests_to_it() {
+    // The standard loader (what `load_sdk_config()` runs) given only the standard AWS
+    // environment: `AWS_ENDPOINT_URL` aims every client at moto. The environment is handed
+    // to the loader rather than set on the process (unsafe with tests running in threads),
+    // and no ~/.aws files are read.
     let endpoint = support::moto_endpoint();
     let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .env(aws_types::os_shim_internal::Env::from_slice(&[
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ]))
+        .fs(aws_types::os_shim_internal::Fs::from_slice(&[]))
         .load()
         .await;
+    assert_eq!(config.endpoint_url(), Some(endpoint.as_str()));
     let bucket = support::unique_name("path-style");
     let url = StoreUrl::parse(&format!("s3://{bucket}/p")).unwrap();
     let recorder = UriRecorder::default();
