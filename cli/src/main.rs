@@ -1,10 +1,13 @@
 //! `nodefleet`: the local fleet, the gateway as a server, and tools. Each subcommand parses
 //! its flags and calls into the shared crates; errors print as one line and exit 1.
 
+mod cmd_agent;
 mod cmd_gateway;
+mod cmd_snapshot;
 mod cmd_tools;
 mod cmd_up;
 mod signals;
+mod stores;
 
 use std::process::ExitCode;
 
@@ -32,6 +35,10 @@ enum Command {
     Policy(PolicyCommand),
     /// Install the tools the local fleet needs (anvil) into the tools folder.
     Tools(cmd_tools::ToolsArgs),
+    /// Chain-data snapshots in an s3:// or file:// store: create, restore, list, verify, prune.
+    Snapshot(cmd_snapshot::SnapshotArgs),
+    /// The node agent, the entrypoint of every node task.
+    Agent(cmd_agent::AgentArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +72,8 @@ fn main() -> ExitCode {
             Command::Gateway(args) => cmd_gateway::run(args).await,
             Command::Policy(PolicyCommand::Check(args)) => cmd_gateway::check_policy(args),
             Command::Tools(args) => cmd_tools::run(args).await,
+            Command::Snapshot(args) => cmd_snapshot::run(args).await,
+            Command::Agent(args) => cmd_agent::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,16 @@
+//! The snapshot engine: chain data between a node's data dir and an object store, verified,
+//! incremental and resumable. The format is in [`format`]; the operations are [`create`],
+//! [`restore`], [`verify`], [`list`] and [`prune`]; client profiles (what a client's data dir
+//! holds, what it must not share) are in [`profile`].
+
+pub mod catalog;
+pub mod chunker;
+pub mod create;
+pub mod error;
+pub mod format;
+pub mod list;
+pub mod profile;
+pub mod progress;
+pub mod prune;
+pub mod restore;
+pub mod verify;
