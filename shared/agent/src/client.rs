@@ -53,6 +53,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use nodefleet_local::child::{own_group_dying_with_parent, signal_group};
 use nodefleet_snapshot::profile::{self, ClientProfile};
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
@@ -396,7 +397,7 @@ impl RunningClient {
             .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(true);
-        own_group_dying_with_parent(&mut command);
+        own_group_dying_with_parent(command.as_std_mut());
 
         let (child, release) =
             spawn_on_own_thread(command)
@@ -539,47 +540,6 @@ async fn spawn_on_own_thread(
         .await
         .map_err(|_| io::Error::other("the spawning thread ended without an answer"))??;
     Ok((child, release_tx))
-}
-
-/// Puts the child in its own process group and makes it die (SIGKILL) with the thread that
-/// forks it.
-#[allow(unsafe_code)]
-fn own_group_dying_with_parent(command: &mut Command) {
-    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-    // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls setpgid(2), prctl(2) and getppid(2); it does not allocate and
-    // touches no memory of the parent.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setpgid(0, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl: no signal would come then.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Sends `signal` to the process group led by `leader` (a child not reaped yet).
-#[allow(unsafe_code)]
-fn signal_group(leader: u32, signal: i32) {
-    let Ok(group) = libc::pid_t::try_from(leader) else {
-        return;
-    };
-    if group <= 1 {
-        return;
-    }
-    // SAFETY: kill(2) on our own child's process group with a valid signal has no memory
-    // effects.
-    unsafe {
-        libc::kill(-group, signal);
-    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ use nodefleet_ports::{
 };
 use tokio::sync::oneshot;
 
+use crate::child::{own_group_dying_with_parent, signal_group};
 use crate::process::{LOCAL_BLOCK_TIME_SECS, LOCAL_CHAIN_ID};
 
 /// The zone labels of a local fleet: three, like the three AZs a production fleet spreads over.
@@ -816,48 +817,5 @@ pub fn describe_exit(status: ExitStatus) -> String {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => format!("ended: {status}"),
-    }
-}
-
-/// Puts the child in its own process group and makes it die (SIGKILL) with the thread that
-/// forks it.
-#[allow(unsafe_code)]
-fn own_group_dying_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-    // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls setpgid(2), prctl(2) and getppid(2); it does not allocate and
-    // touches no memory of the parent.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setpgid(0, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl: no signal would come then.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Sends `signal` to the process group led by `leader` (a child not reaped yet, so the id
-/// cannot have been reused).
-#[allow(unsafe_code)]
-fn signal_group(leader: u32, signal: libc::c_int) {
-    let Ok(group) = libc::pid_t::try_from(leader) else {
-        return;
-    };
-    if group <= 1 {
-        return;
-    }
-    // SAFETY: kill(2) on our own child's process group with a valid signal has no memory
-    // effects.
-    unsafe {
-        libc::kill(-group, signal);
     }
 }
