@@ -3,6 +3,7 @@
 
 mod cmd_agent;
 mod cmd_gateway;
+mod cmd_plan;
 mod cmd_snapshot;
 mod cmd_tools;
 mod cmd_up;
@@ -39,6 +40,9 @@ enum Command {
     Snapshot(cmd_snapshot::SnapshotArgs),
     /// The node agent, the entrypoint of every node task.
     Agent(cmd_agent::AgentArgs),
+    /// Capacity plan: nodes per instance, instances per zone, utilisation and monthly cost
+    /// per instance type, and the cheapest.
+    Plan(cmd_plan::PlanArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             Command::Tools(args) => cmd_tools::run(args).await,
             Command::Snapshot(args) => cmd_snapshot::run(args).await,
             Command::Agent(args) => cmd_agent::run(args).await,
+            Command::Plan(args) => cmd_plan::run(args),
         }
     });
     match result {
