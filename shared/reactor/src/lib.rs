@@ -1,7 +1,10 @@
-//! The health reactor's pure core (issue 5, in progress): what wakes a reconcile
-//! ([`triggers`]), what a reconcile decides ([`planner`]), and how many nodes fit on which
-//! instances ([`capacity`]). No I/O here: decisions take `now` and observed state as input.
+//! The health reactor (issue 5, in progress): what wakes a reconcile ([`triggers`]), what a
+//! reconcile decides ([`planner`], pure: `now` and observed state in, actions out), how many
+//! nodes fit on which instances ([`capacity`], pure), and the one place with I/O,
+//! [`reconcile`]: observe through the ports, plan, and execute each action under an
+//! idempotency key claimed before its side effect.
 
 pub mod capacity;
 pub mod planner;
+pub mod reconcile;
 pub mod triggers;
