@@ -11,6 +11,7 @@
 //! | record | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
 //! | fleet config | `<fleet>#CONFIG` | `CONFIG` | `doc`, `version` |
+//! | controller state | `<fleet>#CONTROL` | controller name | `doc`, `version` |
 //! | node | `<fleet>#NODE` | node id | `doc`, `version` |
 //! | snapshot | `<fleet>#SNAPSHOT` | snapshot id | `doc`, `version` |
 //! | lease | `<fleet>#LEASE` | lease name | `holder` (absent once released), `acquired_at`, `expires_at`, `version` |
@@ -72,8 +73,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use nodefleet_ports::model::{
-    AuditEvent, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord, SnapshotId,
-    SnapshotRecord, Version,
+    AuditEvent, ControlState, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord,
+    SnapshotId, SnapshotRecord, Version,
 };
 use nodefleet_ports::{Entity, StateError, StateStore, Timestamp};
 use serde::Serialize;
@@ -244,6 +245,10 @@ impl DynamoStateStore {
 
     fn config_pk(&self) -> String {
         self.partition("CONFIG")
+    }
+
+    fn control_pk(&self) -> String {
+        self.partition("CONTROL")
     }
 
     fn node_pk(&self) -> String {
@@ -430,6 +435,27 @@ impl StateStore for DynamoStateStore {
             self.config_pk(),
             "CONFIG".to_owned(),
             config.version,
+            &record,
+        )
+        .await?;
+        Ok(record)
+    }
+
+    async fn get_control_state(&self, name: &str) -> Result<Option<ControlState>, StateError> {
+        self.get_doc(self.control_pk(), name.to_owned(), Entity::ControlState)
+            .await
+    }
+
+    async fn save_control_state(&self, state: &ControlState) -> Result<ControlState, StateError> {
+        let record = ControlState {
+            version: state.version.next(),
+            ..state.clone()
+        };
+        self.save_versioned(
+            Entity::ControlState,
+            self.control_pk(),
+            state.name.clone(),
+            state.version,
             &record,
         )
         .await?;

@@ -12,6 +12,7 @@
 //! | record | key | value |
 //! |---|---|---|
 //! | fleet config | `config` | `FleetConfig` |
+//! | controller state | `control/<name>` | `ControlState` |
 //! | node | `node/<node id>` | `NodeRecord` |
 //! | snapshot | `snapshot/<snapshot id>` | `SnapshotRecord` |
 //! | lease | `lease/<name>` | holder (absent when released), acquired_at, expires_at, version |
@@ -48,8 +49,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nodefleet_ports::model::{
-    AuditEvent, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord, SnapshotId,
-    SnapshotRecord, Version,
+    AuditEvent, ControlState, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord,
+    SnapshotId, SnapshotRecord, Version,
 };
 use nodefleet_ports::{Entity, StateError, StateStore, Timestamp};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -60,6 +61,7 @@ use serde::{Deserialize, Serialize};
 const STATE_TABLE: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("state");
 
 const CONFIG_KEY: &str = "config";
+const CONTROL_PREFIX: &str = "control/";
 const NODE_PREFIX: &str = "node/";
 const SNAPSHOT_PREFIX: &str = "snapshot/";
 const LEASE_PREFIX: &str = "lease/";
@@ -296,6 +298,27 @@ impl StateStore for EmbeddedStateStore {
         self.save_versioned(
             CONFIG_KEY.to_owned(),
             Entity::FleetConfig,
+            expected,
+            record,
+            |c| c.version,
+        )
+        .await
+    }
+
+    async fn get_control_state(&self, name: &str) -> Result<Option<ControlState>, StateError> {
+        self.get_json(format!("{CONTROL_PREFIX}{name}"), Entity::ControlState)
+            .await
+    }
+
+    async fn save_control_state(&self, state: &ControlState) -> Result<ControlState, StateError> {
+        let expected = state.version;
+        let record = ControlState {
+            version: expected.next(),
+            ..state.clone()
+        };
+        self.save_versioned(
+            format!("{CONTROL_PREFIX}{}", state.name),
+            Entity::ControlState,
             expected,
             record,
             |c| c.version,

@@ -27,8 +27,8 @@ use bytes::Bytes;
 
 use crate::Timestamp;
 use crate::model::{
-    AuditEvent, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord, SnapshotId,
-    SnapshotRecord, TaskId, Version, Zone,
+    AuditEvent, ControlState, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord,
+    SnapshotId, SnapshotRecord, TaskId, Version, Zone,
 };
 use crate::objects::{
     CompletedPart, ListPage, MultipartUpload, ObjectError, ObjectMeta, ObjectStore,
@@ -264,6 +264,16 @@ impl<S: StateStore> StateStore for FaultyStateStore<S> {
     async fn save_config(&self, config: &FleetConfig) -> Result<FleetConfig, StateError> {
         self.faults
             .run("save_config", self.inner.save_config(config))
+            .await
+    }
+    async fn get_control_state(&self, name: &str) -> Result<Option<ControlState>, StateError> {
+        self.faults
+            .run("get_control_state", self.inner.get_control_state(name))
+            .await
+    }
+    async fn save_control_state(&self, state: &ControlState) -> Result<ControlState, StateError> {
+        self.faults
+            .run("save_control_state", self.inner.save_control_state(state))
             .await
     }
     async fn get_node(&self, id: &NodeId) -> Result<Option<NodeRecord>, StateError> {

@@ -29,8 +29,8 @@ pub mod url;
 pub mod contract;
 
 pub use model::{
-    AuditEvent, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord, NodeState, Role,
-    SnapshotId, SnapshotRecord, SnapshotState, TaskId, Version, Zone,
+    AuditEvent, ControlState, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord, NodeState,
+    Role, SnapshotId, SnapshotRecord, SnapshotState, TaskId, Version, Zone,
 };
 pub use objects::{
     ByteRange, CompletedPart, ListPage, MultipartUpload, ObjectError, ObjectMeta, ObjectStore,

@@ -207,6 +207,19 @@ pub struct SnapshotRecord {
     pub version: Version,
 }
 
+/// What a controller (the health reactor, the snapshot updater) carries from one invocation
+/// to the next: a named JSON document, saved versioned like every record, so two concurrent
+/// invocations cannot both overwrite it (the loser re-reads and merges).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlState {
+    /// The controller's name, e.g. `reactor`.
+    pub name: String,
+    /// The controller's own document, as JSON text; the store does not look inside.
+    pub body: String,
+    pub updated_at: Timestamp,
+    pub version: Version,
+}
+
 /// A named lease: at most one holder at a time until it expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {

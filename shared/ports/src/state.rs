@@ -35,14 +35,15 @@ use async_trait::async_trait;
 
 use crate::Timestamp;
 use crate::model::{
-    AuditEvent, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord, SnapshotId,
-    SnapshotRecord, Version,
+    AuditEvent, ControlState, FleetConfig, IdempotencyRecord, Lease, NodeId, NodeRecord,
+    SnapshotId, SnapshotRecord, Version,
 };
 
 /// The kinds of record a store keeps; used in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Entity {
     FleetConfig,
+    ControlState,
     Node,
     Snapshot,
     Lease,
@@ -54,6 +55,7 @@ impl std::fmt::Display for Entity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Entity::FleetConfig => "fleet config",
+            Entity::ControlState => "control state",
             Entity::Node => "node",
             Entity::Snapshot => "snapshot",
             Entity::Lease => "lease",
@@ -136,6 +138,13 @@ pub trait StateStore: Send + Sync {
     async fn get_config(&self) -> Result<Option<FleetConfig>, StateError>;
     /// Versioned save of the fleet configuration.
     async fn save_config(&self, config: &FleetConfig) -> Result<FleetConfig, StateError>;
+
+    // ---- controller state ----
+
+    /// The named controller state, if one was saved.
+    async fn get_control_state(&self, name: &str) -> Result<Option<ControlState>, StateError>;
+    /// Versioned save of a controller state (by its name).
+    async fn save_control_state(&self, state: &ControlState) -> Result<ControlState, StateError>;
 
     // ---- nodes ----
 

@@ -8,7 +8,7 @@
 //!
 //! What the cases promise, in short:
 //!
-//! - versioned saves of config, nodes and snapshots: create with [`Version::NEW`], update at
+//! - versioned saves of config, controller state, nodes and snapshots: create with [`Version::NEW`], update at
 //!   the stored version, anything else is [`StateError::Conflict`] and overwrites nothing;
 //!   a race of 20 saves from the same read has exactly one winner;
 //! - lists are complete and in id order;
@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{
-    AuditEvent, FleetConfig, NodeId, NodeRecord, NodeState, Role, SnapshotId, SnapshotRecord,
-    SnapshotState, TaskId, Version, Zone,
+    AuditEvent, ControlState, FleetConfig, NodeId, NodeRecord, NodeState, Role, SnapshotId,
+    SnapshotRecord, SnapshotState, TaskId, Version, Zone,
 };
 use crate::state::{Entity, StateError, StateStore};
 use crate::targets::Target;
@@ -194,6 +194,65 @@ pub async fn config_save_is_versioned<S: StateStore + 'static>(store: S) {
         store.get_config().await.expect("get_config"),
         Some(updated),
         "conflicting saves overwrote nothing"
+    );
+}
+
+/// Controller states are kept per name: each is created once, updated at its version, and a
+/// stale save or a second create is a conflict that leaves the stored document alone.
+pub async fn control_state_save_is_versioned_per_name<S: StateStore + 'static>(store: S) {
+    assert_eq!(store.get_control_state("reactor").await.expect("get"), None);
+    let draft = |name: &str, body: &str| ControlState {
+        name: name.to_owned(),
+        body: body.to_owned(),
+        updated_at: T0,
+        version: Version::NEW,
+    };
+    let reactor = store
+        .save_control_state(&draft("reactor", r#"{"tokens":10}"#))
+        .await
+        .expect("create the reactor's state");
+    assert_eq!(
+        reactor.version,
+        Version::NEW.next(),
+        "a create stores version 1"
+    );
+    let updater = store
+        .save_control_state(&draft("snapshot-updater", r#"{"step":"idle"}"#))
+        .await
+        .expect("another name is another record");
+    assert_eq!(updater.version, Version::NEW.next());
+
+    let mut changed = reactor.clone();
+    changed.body = r#"{"tokens":9}"#.to_owned();
+    changed.updated_at = T0.plus(Duration::from_secs(60));
+    let updated = store
+        .save_control_state(&changed)
+        .await
+        .expect("update at version 1");
+    assert_eq!(updated.version, reactor.version.next());
+
+    assert_conflict(
+        store.save_control_state(&reactor).await,
+        Entity::ControlState,
+        "stale save",
+    );
+    assert_conflict(
+        store.save_control_state(&draft("reactor", "{}")).await,
+        Entity::ControlState,
+        "second create",
+    );
+    assert_eq!(
+        store.get_control_state("reactor").await.expect("get"),
+        Some(updated),
+        "conflicting saves overwrote nothing"
+    );
+    assert_eq!(
+        store
+            .get_control_state("snapshot-updater")
+            .await
+            .expect("get"),
+        Some(updater),
+        "names do not share a record"
     );
 }
 
@@ -984,6 +1043,7 @@ macro_rules! state_store_contract {
     ($make:expr) => {
         $crate::state_store_contract!(@cases $make;
             config_save_is_versioned,
+            control_state_save_is_versioned_per_name,
             node_save_is_versioned,
             snapshot_save_is_versioned,
             save_of_a_missing_record_at_a_version_conflicts,
