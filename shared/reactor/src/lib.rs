@@ -5,6 +5,8 @@
 //! idempotency key claimed before its side effect.
 
 pub mod capacity;
+pub mod metrics;
 pub mod planner;
 pub mod reconcile;
+pub mod service;
 pub mod triggers;
