@@ -18,7 +18,18 @@
 //!   `memory`. Within one zone the spread is moot, but it is what ECS should do if the zone
 //!   constraint is ever relaxed, and binpacking keeps whole instances free for the next node.
 //! - **Overrides**: the node container gets `NODEFLEET_NODE_ID`, `NODEFLEET_ROLE`,
-//!   `NODEFLEET_ZONE` and, when there is one, `NODEFLEET_SNAPSHOT_ID`.
+//!   `NODEFLEET_ZONE` and, when there is one, `NODEFLEET_SNAPSHOT_ID`. With a configured
+//!   [`TaskSize`] (the capacity planner's reservation for the fleet's client), the task gets
+//!   it as its task-level `cpu` and `memory` overrides (strings: CPU units and MiB), and the
+//!   node container gets the same numbers as its `cpu` and `memory` overrides (integers), so
+//!   a smaller container-level size in the task definition cannot cap the node below what
+//!   was planned, and ECS places the task by the planned reservation (with a task-level size
+//!   ECS reserves that on the instance). The container's `memory` is a hard limit, but the
+//!   task-level memory is the same hard limit already. Its soft limit (`memoryReservation`)
+//!   is left as the task definition has it, which must then be below the planned memory (ECS
+//!   refuses a hard limit at or under the soft one). Without a task size the task
+//!   definition's sizes apply. Both sizes are valid for the EC2 launch type, which is what
+//!   the fleet runs on (capacity providers included: their Auto Scaling groups are EC2).
 //! - **Recognising the fleet's tasks**: `startedBy` (ListTasks filters on it), `group`
 //!   `nodefleet:<fleet>`, and tags `nodefleet:fleet`, `nodefleet:node`, `nodefleet:role`,
 //!   `nodefleet:zone`, `nodefleet:snapshot`, which `list_tasks` reads back (with ECS-managed
@@ -100,6 +111,22 @@ pub use nodefleet_ports::scheduler::{ENV_NODE_ID, ENV_ROLE, ENV_SNAPSHOT_ID, ENV
 /// The container instance attribute that names its zone.
 const ZONE_ATTRIBUTE: &str = "ecs.availability-zone";
 
+/// The smallest task-level CPU ECS takes for a task on EC2 (0.125 vCPU), and the largest
+/// (192 vCPU): the `cpu` field of ECS's TaskDefinition API reference ("If you're using the
+/// EC2 launch type or the external launch type, ... Supported values are between 128 CPU
+/// units (0.125 vCPUs) and 196608 CPU units (192 vCPUs)").
+pub const TASK_CPU_UNITS_MIN: u32 = 128;
+/// See [`TASK_CPU_UNITS_MIN`].
+pub const TASK_CPU_UNITS_MAX: u32 = 196_608;
+/// The smallest container memory ECS advises: the `memory` field of ECS's
+/// ContainerDefinition API reference ("The Docker 20.10.0 or later daemon reserves a minimum
+/// of 6 MiB of memory for a container. So, don't specify less than 6 MiB"). The node
+/// container gets the whole task's memory, so this is the task's floor too.
+pub const TASK_MEMORY_MIB_MIN: u32 = 6;
+/// The API carries container memory as a 32-bit integer; ECS documents no smaller ceiling
+/// for EC2 tasks (the instance's registered memory is the practical one).
+pub const TASK_MEMORY_MIB_MAX: u32 = i32::MAX as u32;
+
 /// How tasks get capacity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EcsLaunch {
@@ -138,6 +165,42 @@ impl EcsNetwork {
     }
 }
 
+/// A node task's size: what RunTask reserves for it (the capacity planner's
+/// `TaskReservation` for the fleet's client, converted by the Lambda that builds the
+/// scheduler; this crate does not depend on the planner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSize {
+    /// ECS CPU units (1024 per vCPU).
+    pub cpu_units: u32,
+    pub memory_mib: u32,
+}
+
+impl TaskSize {
+    /// Checks the size against ECS's documented EC2 limits ([`TASK_CPU_UNITS_MIN`] to
+    /// [`TASK_CPU_UNITS_MAX`], [`TASK_MEMORY_MIB_MIN`] to [`TASK_MEMORY_MIB_MAX`]).
+    pub fn validate(&self) -> Result<(), SchedulerError> {
+        if !(TASK_CPU_UNITS_MIN..=TASK_CPU_UNITS_MAX).contains(&self.cpu_units) {
+            return Err(SchedulerError::InvalidRequest {
+                message: format!(
+                    "a task's cpu must be {TASK_CPU_UNITS_MIN} to {TASK_CPU_UNITS_MAX} CPU \
+                     units on EC2, not {}",
+                    self.cpu_units
+                ),
+            });
+        }
+        if !(TASK_MEMORY_MIB_MIN..=TASK_MEMORY_MIB_MAX).contains(&self.memory_mib) {
+            return Err(SchedulerError::InvalidRequest {
+                message: format!(
+                    "a task's memory must be {TASK_MEMORY_MIB_MIN} to {TASK_MEMORY_MIB_MAX} \
+                     MiB, not {}",
+                    self.memory_mib
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What an [`EcsScheduler`] launches, where, and how it recognises its tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcsSchedulerConfig {
@@ -153,6 +216,9 @@ pub struct EcsSchedulerConfig {
     /// Instance families a node may be placed on; see [`DEFAULT_INSTANCE_FAMILIES`].
     pub instance_families: Vec<String>,
     pub network: EcsNetwork,
+    /// The size every launched task is given through RunTask's overrides; `None` leaves the
+    /// task definition's sizes.
+    pub task_size: Option<TaskSize>,
 }
 
 impl EcsSchedulerConfig {
@@ -174,6 +240,7 @@ impl EcsSchedulerConfig {
                 .map(|f| (*f).to_owned())
                 .collect(),
             network: EcsNetwork::Bridge,
+            task_size: None,
         }
     }
 
@@ -207,6 +274,9 @@ impl EcsSchedulerConfig {
             && shares.is_empty()
         {
             return invalid("a capacity provider strategy needs at least one provider".to_owned());
+        }
+        if let Some(size) = &self.task_size {
+            size.validate()?;
         }
         Ok(())
     }
@@ -290,6 +360,8 @@ pub struct RunTaskPlan {
     pub strategy: Vec<(PlacementStrategyType, String)>,
     pub container_name: String,
     pub environment: Vec<(String, String)>,
+    /// Task-level `cpu`/`memory` overrides and the node container's, when configured.
+    pub task_size: Option<TaskSize>,
     pub tags: Vec<(String, String)>,
     pub enable_ecs_managed_tags: bool,
     /// `(subnets, security groups)` for awsvpc.
@@ -297,7 +369,8 @@ pub struct RunTaskPlan {
 }
 
 /// Builds the RunTask for `request` (see the module doc). Fails only for a request that
-/// cannot be sent: a count ECS does not take (1 to 10) or an awsvpc zone with no subnet.
+/// cannot be sent: a count ECS does not take (1 to 10), an awsvpc zone with no subnet, or a
+/// task size outside ECS's limits.
 pub fn run_task_plan(
     config: &EcsSchedulerConfig,
     request: &LaunchRequest,
@@ -309,6 +382,9 @@ pub fn run_task_plan(
                 request.count, request.node
             ),
         });
+    }
+    if let Some(size) = &config.task_size {
+        size.validate()?;
     }
     let count = i32::try_from(request.count).unwrap_or(1);
     let awsvpc = match &config.network {
@@ -360,6 +436,7 @@ pub fn run_task_plan(
         ],
         container_name: config.container_name.clone(),
         environment,
+        task_size: config.task_size,
         tags,
         enable_ecs_managed_tags: true,
         awsvpc,
@@ -482,11 +559,22 @@ impl EcsScheduler {
             container =
                 container.environment(KeyValuePair::builder().name(name).value(value).build());
         }
-        call = call.overrides(
-            TaskOverride::builder()
-                .container_overrides(container.build())
-                .build(),
-        );
+        let mut task = TaskOverride::builder();
+        if let Some(size) = &plan.task_size {
+            // The API takes the task's size as strings and the container's as integers.
+            let integer = |value: u32, what: &str| {
+                i32::try_from(value).map_err(|_| SchedulerError::InvalidRequest {
+                    message: format!("task {what} {value} does not fit the ECS API"),
+                })
+            };
+            container = container
+                .cpu(integer(size.cpu_units, "cpu")?)
+                .memory(integer(size.memory_mib, "memory")?);
+            task = task
+                .cpu(size.cpu_units.to_string())
+                .memory(size.memory_mib.to_string());
+        }
+        call = call.overrides(task.container_overrides(container.build()).build());
         for (key, value) in &plan.tags {
             call = call.tags(Tag::builder().key(key).value(value).build());
         }

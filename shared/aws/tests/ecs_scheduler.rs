@@ -45,7 +45,8 @@ use nodefleet_aws::EcsScheduler;
 use nodefleet_aws::ecs::{
     CLIENT_TOKEN_MAX, CapacityProviderShare, ENV_NODE_ID, ENV_ROLE, ENV_SNAPSHOT_ID, ENV_ZONE,
     EcsLaunch, EcsNetwork, EcsSchedulerConfig, STARTED_BY_MAX, TAG_FLEET, TAG_NODE, TAG_ROLE,
-    TAG_SNAPSHOT, TAG_ZONE, client_token, run_task_plan,
+    TAG_SNAPSHOT, TAG_ZONE, TASK_CPU_UNITS_MAX, TASK_CPU_UNITS_MIN, TASK_MEMORY_MIB_MIN, TaskSize,
+    client_token, run_task_plan,
 };
 use nodefleet_ports::contract::scheduler::SchedulerFixture;
 use nodefleet_ports::{
@@ -307,6 +308,68 @@ fn the_plan_passes_node_role_zone_and_snapshot_to_the_container_and_tags() {
     let plan = run_task_plan(&config(), &genesis).unwrap();
     assert!(!plan.environment.iter().any(|(k, _)| k == ENV_SNAPSHOT_ID));
     assert!(!plan.tags.iter().any(|(k, _)| k == TAG_SNAPSHOT));
+}
+
+/// geth's reservation from the capacity planner: 4 vCPU and 16 GiB plus the agent's share.
+const GETH_SIZE: TaskSize = TaskSize {
+    cpu_units: 4_352,
+    memory_mib: 16_640,
+};
+
+fn sized_config() -> EcsSchedulerConfig {
+    EcsSchedulerConfig {
+        task_size: Some(GETH_SIZE),
+        ..config()
+    }
+}
+
+#[test]
+fn the_plan_carries_the_configured_task_size_and_none_without_one() {
+    let plan = run_task_plan(&sized_config(), &request("us-east-1b", "k", 1)).unwrap();
+    assert_eq!(plan.task_size, Some(GETH_SIZE));
+    let plan = run_task_plan(&config(), &request("us-east-1b", "k", 1)).unwrap();
+    assert_eq!(plan.task_size, None);
+}
+
+#[test]
+fn task_sizes_outside_ecs_limits_are_refused() {
+    let sized = |cpu_units, memory_mib| EcsSchedulerConfig {
+        task_size: Some(TaskSize {
+            cpu_units,
+            memory_mib,
+        }),
+        ..config()
+    };
+    for (cpu, memory) in [
+        (TASK_CPU_UNITS_MIN, TASK_MEMORY_MIB_MIN),
+        (TASK_CPU_UNITS_MAX, 1_048_576),
+        (4_352, 16_640),
+    ] {
+        assert!(sized(cpu, memory).validate().is_ok(), "{cpu} {memory}");
+    }
+    for (cpu, memory) in [
+        (TASK_CPU_UNITS_MIN - 1, 1_024),
+        (TASK_CPU_UNITS_MAX + 1, 1_024),
+        (0, 1_024),
+        (1_024, TASK_MEMORY_MIB_MIN - 1),
+        (1_024, 0),
+        (1_024, u32::MAX),
+    ] {
+        let config = sized(cpu, memory);
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(err, SchedulerError::InvalidRequest { .. }),
+            "{cpu} {memory}: {err:?}"
+        );
+        assert!(
+            run_task_plan(&config, &request("us-east-1b", "k", 1)).is_err(),
+            "{cpu} {memory}: the plan refuses it too"
+        );
+        assert!(
+            EcsScheduler::new(mocked_client(&[]), config).is_err(),
+            "{cpu} {memory}: no scheduler is built with it"
+        );
+    }
 }
 
 #[test]
@@ -696,6 +759,62 @@ async fn run_task_sends_the_plan_with_a_client_token_from_the_key() {
             .any(|t| t.key() == Some(TAG_NODE) && t.value() == Some("node-7"))
     );
     assert!(input.network_configuration().is_none(), "bridge networking");
+}
+
+#[tokio::test]
+async fn run_task_sizes_the_task_and_the_node_container_only_when_configured() {
+    let seen: Arc<Mutex<Vec<RunTaskInput>>> = Arc::default();
+    let log = seen.clone();
+    let run = mock!(Client::run_task).then_compute_output(move |input| {
+        log.lock().unwrap().push(input.clone());
+        RunTaskOutput::builder().build()
+    });
+    let sized = EcsScheduler::new(mocked_client(&[&run]), sized_config()).unwrap();
+    sized
+        .launch(&request("us-east-1b", "sized", 1))
+        .await
+        .unwrap();
+    let unsized_scheduler = EcsScheduler::new(mocked_client(&[&run]), config()).unwrap();
+    unsized_scheduler
+        .launch(&request("us-east-1b", "unsized", 1))
+        .await
+        .unwrap();
+
+    let inputs = seen.lock().unwrap().clone();
+    assert_eq!(inputs.len(), 2);
+    let overrides = inputs[0].overrides().unwrap();
+    assert_eq!(overrides.cpu(), Some("4352"), "task-level cpu, a string");
+    assert_eq!(
+        overrides.memory(),
+        Some("16640"),
+        "task-level memory, a string"
+    );
+    let containers = overrides.container_overrides();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].name(), Some(CONTAINER));
+    assert_eq!(containers[0].cpu(), Some(4_352));
+    assert_eq!(containers[0].memory(), Some(16_640));
+    assert_eq!(
+        containers[0].memory_reservation(),
+        None,
+        "the task definition's soft limit, if any, is left alone"
+    );
+    assert!(
+        containers[0]
+            .environment()
+            .iter()
+            .any(|kv| kv.name() == Some(ENV_NODE_ID)),
+        "the environment is still there"
+    );
+
+    let overrides = inputs[1].overrides().unwrap();
+    assert_eq!(overrides.cpu(), None);
+    assert_eq!(overrides.memory(), None);
+    let containers = overrides.container_overrides();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].cpu(), None);
+    assert_eq!(containers[0].memory(), None);
+    assert!(!containers[0].environment().is_empty());
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@
 //! | `SUBNETS_BY_ZONE` | awsvpc only: `zone=subnet[+subnet...]`, comma-separated | required for awsvpc |
 //! | `SECURITY_GROUPS` | awsvpc only: comma-separated | none |
 //! | `CAPACITY_PROVIDER` | capacity provider for RunTask (else launch type EC2) | none |
-//! | `NODE_CLIENT` | the execution client: task size and grace window come from its profile | `geth` |
+//! | `NODE_CLIENT` | the execution client: the RunTask CPU/memory and the grace window come from its capacity profile (as in `nodefleet plan`) | `geth` |
 //! | `CONTAINER_PORT` | the port the target group routes to | `8545` |
 //! | `GRACE_SECS` | override of the client's grace window | from the profile |
 //! | `REPLACEMENTS_PER_HOUR` | the replacement budget | `10` |
@@ -39,9 +39,12 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use lambda_runtime::{LambdaEvent, service_fn};
-use nodefleet_aws::ecs::{CapacityProviderShare, EcsLaunch, EcsNetwork, EcsSchedulerConfig};
+use nodefleet_aws::ecs::{
+    CapacityProviderShare, EcsLaunch, EcsNetwork, EcsSchedulerConfig, TaskSize,
+};
 use nodefleet_aws::{DynamoStateStore, EcsScheduler, ElbTargetRegistry};
 use nodefleet_ports::{FleetConfig, NODE_RPC_PORT, Timestamp, Version, Zone};
+use nodefleet_reactor::capacity::task_size_for_client;
 use nodefleet_reactor::metrics::reconcile_documents;
 use nodefleet_reactor::planner::DEFAULT_REPLACEMENTS_PER_HOUR;
 use nodefleet_reactor::reconcile::{Outcome, Ports};
@@ -107,6 +110,11 @@ impl ReactorEnv {
                 "one of geth, reth, erigon, nethermind, besu",
             )
         })?;
+        // The same reservation `nodefleet plan` packs instances with.
+        scheduler.task_size = task_size_for_client(&client).map(|r| TaskSize {
+            cpu_units: r.cpu_units,
+            memory_mib: r.memory_mib,
+        });
         let grace_secs = env.parsed(
             "GRACE_SECS",
             profile_grace.as_secs(),

@@ -42,6 +42,13 @@ fn defaults_fill_everything_but_the_required_names() {
     assert_eq!(env.scheduler.network, EcsNetwork::Bridge);
     assert_eq!(env.scheduler.launch, EcsLaunch::Ec2);
     assert_eq!(env.client, "geth");
+    let reservation = nodefleet_reactor::capacity::task_size_for_client("geth").unwrap();
+    let size = env.scheduler.task_size.unwrap();
+    assert_eq!(
+        (size.cpu_units, size.memory_mib),
+        (reservation.cpu_units, reservation.memory_mib),
+        "RunTask asks for the capacity planner's reservation"
+    );
     assert_eq!(env.grace, default_grace("geth").unwrap());
     assert_eq!(env.container_port, 8545);
     assert_eq!(env.replacements_per_hour, 10);

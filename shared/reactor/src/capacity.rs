@@ -1,8 +1,9 @@
 //! Capacity planning by bin packing: how many nodes of one client fit on each candidate
 //! instance type, how many instances each zone needs, what that costs, and which type is
 //! cheapest. `nodefleet plan` prints [`render_plan`]; the reactor takes its task CPU and
-//! memory reservations from [`TaskReservation`], so the numbers that size the fleet are the
-//! numbers ECS schedules with.
+//! memory reservations from [`TaskReservation`] ([`task_size_for_client`], handed to the ECS
+//! scheduler's `task_size`, which puts them into RunTask's overrides), so the numbers that
+//! size the fleet are the numbers ECS schedules with.
 //!
 //! The model:
 //! - every node of a fleet runs the same client, so packing is one item size into identical
@@ -171,6 +172,13 @@ impl TaskReservation {
             memory_mib: profile.task_memory_mib(),
         }
     }
+}
+
+/// The task size of one node of `client` (a lower-case name from [`profiles::PROFILES`]):
+/// what the reactor's RunTask reserves, the same numbers [`plan_for_client`] packs with.
+/// `None` for a client nodefleet has no profile of (anvil is local-only).
+pub fn task_size_for_client(client: &str) -> Option<TaskReservation> {
+    profiles::profile(client).map(TaskReservation::of)
 }
 
 /// How many nodes with `need` fit on an instance with `capacity`, and the resource that

@@ -5,9 +5,18 @@
 //!
 //! # What is carried between reconciles
 //!
-//! [`ReconcileMemory`]: the [`ReplacementBudget`] the last plan left, and the placement
-//! failures the executor saw (they feed zone backoff in the next plan). The caller persists
-//! it between invocations; [`reconcile`] returns the new one.
+//! [`ReconcileMemory`]: the [`ReplacementBudget`] the last plan left, the placement
+//! failures the executor saw (they feed zone backoff in the next plan), and the spot
+//! warnings whose instance still runs a task of the fleet. The caller persists it between
+//! invocations; [`reconcile`] returns the new one.
+//!
+//! A spot warning arrives once, as one event, but its instance stays doomed until it is
+//! gone; the reconciles after the event's (the schedule's) carry no warning of their own. So
+//! the memory keeps every warning seen while an observed live task runs on its instance, and
+//! each reconcile plans with those and the ones it was given. Without that, the first
+//! reconcile after the doomed target finished draining would find a live task whose target
+//! the balancer lacks, and register it again (rule 5 of the planner), putting an instance
+//! about to be interrupted back into rotation.
 //!
 //! # Exactly-once side effects
 //!
@@ -36,10 +45,13 @@
 //!
 //! A launch for a node without a record creates one (`Launching`, naming the new task). A
 //! replacement launch leaves the record alone: the node keeps judging its current task
-//! until the replacement is healthy. The record is moved to the new task when the planner
-//! stops the old one (`StopTask { replaced_by }`), or, for a node whose task is already gone,
-//! when the replacement's target is registered. Saves are versioned; a conflict means
-//! someone else moved the record, and the next reconcile re-reads it.
+//! until the replacement is healthy. The record is moved to the new task (its task, target
+//! and zone: a replacement may run in another zone) when the planner stops the old one
+//! (`StopTask { replaced_by }`), or, for a node whose task is already gone, when the
+//! replacement's target is registered. Saves are versioned; a conflict means someone else
+//! moved the record, and the next reconcile re-reads it. A move that failed otherwise (the
+//! store was unavailable) is planned again, as an [`Action::AdoptTask`], by every later
+//! reconcile until a save succeeds (planner rule 7).
 //!
 //! # Audit
 //!
@@ -52,8 +64,8 @@ use std::time::Duration;
 
 use nodefleet_ports::{
     AuditEvent, LaunchRequest, NodeId, NodeRecord, NodeState, Scheduler, SchedulerError,
-    StateError, StateStore, Target, TargetRegistry, TaskId, TaskInfo, TaskStatus, Timestamp,
-    Version, target_for_task,
+    StateError, StateStore, Target, TargetRegistry, TargetState, TaskId, TaskInfo, TaskStatus,
+    Timestamp, Version, Zone, target_for_task,
 };
 
 use crate::planner::{
@@ -104,11 +116,14 @@ impl std::fmt::Debug for Ports<'_> {
     }
 }
 
-/// What one reconcile hands the next: the budget and recent placement failures.
+/// What one reconcile hands the next: the budget, recent placement failures, and the spot
+/// warnings still in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcileMemory {
     pub budget: ReplacementBudget,
     pub launch_failures: Vec<ObservedLaunchFailure>,
+    /// Warnings whose instance ran a live task of the fleet at the last observation.
+    pub spot_warnings: Vec<SpotWarning>,
 }
 
 impl ReconcileMemory {
@@ -117,6 +132,7 @@ impl ReconcileMemory {
         ReconcileMemory {
             budget: ReplacementBudget::new(now),
             launch_failures: Vec::new(),
+            spot_warnings: Vec::new(),
         }
     }
 }
@@ -133,7 +149,8 @@ pub enum ObserveError {
 }
 
 /// Reads node records, tasks and target health, and adds the remembered launch failures
-/// (those within [`ZONE_FAILURE_MEMORY`]) and the pending spot warnings.
+/// (those within [`ZONE_FAILURE_MEMORY`]) and the remembered spot warnings together with
+/// `spot_warnings` (one warning per instance, the earliest).
 pub async fn observe(
     ports: Ports<'_>,
     memory: &ReconcileMemory,
@@ -149,12 +166,22 @@ pub async fn observe(
         .filter(|f| now.since(f.at) < ZONE_FAILURE_MEMORY)
         .cloned()
         .collect();
+    let mut warnings: Vec<SpotWarning> = Vec::new();
+    for warning in memory.spot_warnings.iter().chain(spot_warnings) {
+        match warnings
+            .iter_mut()
+            .find(|w| w.instance_id == warning.instance_id)
+        {
+            Some(known) => known.at = known.at.min(warning.at),
+            None => warnings.push(warning.clone()),
+        }
+    }
     Ok(Observed {
         nodes,
         tasks,
         targets,
         launch_failures,
-        spot_warnings: spot_warnings.to_vec(),
+        spot_warnings: warnings,
     })
 }
 
@@ -261,8 +288,9 @@ pub struct ReconcileOutcome {
     pub memory: ReconcileMemory,
 }
 
-/// Observe, plan, execute. The returned memory carries the plan's budget and the placement
-/// failures still worth remembering.
+/// Observe, plan, execute. The returned memory carries the plan's budget, the placement
+/// failures still worth remembering, and the spot warnings whose instance still runs a live
+/// task (see the module doc).
 pub async fn reconcile(
     ports: Ports<'_>,
     desired: &Desired,
@@ -282,11 +310,23 @@ pub async fn reconcile(
         "reconcile planned"
     );
     let report = execute(&plan, ports, desired, &observed, owner, now).await;
+    let spot_warnings = observed
+        .spot_warnings
+        .iter()
+        .filter(|w| {
+            observed
+                .tasks
+                .iter()
+                .any(|t| is_live(t) && t.instance_id.as_deref() == Some(w.instance_id.as_str()))
+        })
+        .cloned()
+        .collect();
     let mut launch_failures = observed.launch_failures;
     launch_failures.extend(report.launch_failures.iter().cloned());
     let memory = ReconcileMemory {
         budget: plan.budget.clone(),
         launch_failures,
+        spot_warnings,
     };
     Ok(ReconcileOutcome {
         plan,
@@ -467,6 +507,12 @@ impl Executor<'_> {
                 }
                 Err(error) => Outcome::Failed(format!("{FAILED}{error}")),
             },
+            Action::AdoptTask {
+                node,
+                task,
+                replaced,
+                ..
+            } => self.adopt(node, replaced, task).await,
             // Alerts carry no key and are handled before claiming.
             Action::Alert { .. } => Outcome::Done("done".to_owned()),
         }
@@ -539,6 +585,9 @@ impl Executor<'_> {
             return;
         }
         let mut updated = record;
+        if let Some(zone) = self.zone_of(task) {
+            updated.zone = zone;
+        }
         updated.task = Some(task.clone());
         updated.target = Some(target.clone());
         updated.state = NodeState::Syncing;
@@ -560,11 +609,49 @@ impl Executor<'_> {
             .find(|t| &t.id == replacement)
             .and_then(|t| self.target_of(t));
         let mut updated = record;
+        if let Some(zone) = self.zone_of(replacement) {
+            updated.zone = zone;
+        }
         updated.task = Some(replacement.clone());
         updated.target = target;
         updated.state = NodeState::Serving;
         updated.updated_at = self.now;
         self.save(updated).await;
+    }
+
+    /// [`Action::AdoptTask`]: the record names `task` if it still named the gone `replaced`.
+    /// Unlike the moves that go with a registration or a stop, a failed save fails the
+    /// action, so the next reconcile plans it again.
+    async fn adopt(&mut self, node: &NodeId, replaced: &TaskId, task: &TaskId) -> Outcome {
+        let record = match self.ports.state.get_node(node).await {
+            Ok(Some(record)) if record.task.as_ref() == Some(replaced) => record,
+            Ok(_) => return Outcome::Done(format!("{node}'s record no longer names {replaced}")),
+            Err(error) => return Outcome::Failed(format!("{FAILED}{error}")),
+        };
+        let observed = self.observed.tasks.iter().find(|t| &t.id == task);
+        let target = observed.and_then(|t| self.target_of(t));
+        let healthy = target.as_ref().is_some_and(|target| {
+            self.observed
+                .targets
+                .iter()
+                .any(|h| &h.target == target && h.state == TargetState::Healthy)
+        });
+        let mut updated = record;
+        if let Some(zone) = observed.and_then(|t| t.zone.clone()) {
+            updated.zone = zone;
+        }
+        updated.task = Some(task.clone());
+        updated.target = target;
+        updated.state = if healthy {
+            NodeState::Serving
+        } else {
+            NodeState::Syncing
+        };
+        updated.updated_at = self.now;
+        match self.ports.state.save_node(&updated).await {
+            Ok(_) => Outcome::Done("done".to_owned()),
+            Err(error) => Outcome::Failed(format!("{FAILED}{error}")),
+        }
     }
 
     async fn save(&mut self, record: NodeRecord) {
@@ -596,6 +683,15 @@ impl Executor<'_> {
         target_for_task(task, self.desired.network_mode, self.desired.container_port)
     }
 
+    /// The zone an observed task runs in.
+    fn zone_of(&self, task: &TaskId) -> Option<Zone> {
+        self.observed
+            .tasks
+            .iter()
+            .find(|t| &t.id == task)
+            .and_then(|t| t.zone.clone())
+    }
+
     fn warn(&mut self, message: String) {
         tracing::warn!(message, "reconcile bookkeeping");
         self.report.warnings.push(message);
@@ -609,6 +705,7 @@ fn audit_kind_and_subject(action: &Action) -> (&'static str, String) {
         Action::RegisterTarget { target, .. } => ("reactor.register", target.to_string()),
         Action::DeregisterTarget { target, .. } => ("reactor.deregister", target.to_string()),
         Action::StopTask { task, .. } => ("reactor.stop", task.to_string()),
+        Action::AdoptTask { node, .. } => ("reactor.adopt", node.to_string()),
         Action::Alert { kind, .. } => (
             match kind {
                 crate::planner::AlertKind::Storm => "reactor.alert.storm",

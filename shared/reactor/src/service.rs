@@ -3,7 +3,8 @@
 //!
 //! 1. read the fleet's [`FleetConfig`] (seeded from the settings the first time), the newest
 //!    published snapshot, and the reactor's [`ReactorMemory`] (the replacement budget, recent
-//!    placement failures and pending spot warnings) from the state store;
+//!    placement failures, and spot warnings whose instance still runs a task) from the state
+//!    store;
 //! 2. add the trigger's hint where it carries one the observation cannot show (a spot
 //!    interruption warning names an instance that still looks healthy);
 //! 3. [`reconcile`]: observe through the ports, plan, execute under idempotency keys;
@@ -41,11 +42,6 @@ use crate::triggers::{FleetScope, Trigger, TriggerError};
 
 /// The name of the reactor's [`ControlState`] record.
 pub const MEMORY_NAME: &str = "reactor";
-
-/// How long a spot warning is kept: AWS interrupts two minutes after the warning, and ECS
-/// reports the task stopped within a minute or two after that; ten minutes covers both with
-/// a reconcile interval to spare, after which the task is gone and judged lost anyway.
-pub const SPOT_WARNING_MEMORY: Duration = Duration::from_secs(10 * 60);
 
 /// Saves of the memory tried per invocation: one conflict is a concurrent invocation; three
 /// in a row means a burst, and the next invocation merges again.
@@ -121,11 +117,12 @@ impl ReactorMemory {
         ReconcileMemory {
             budget: self.budget.clone(),
             launch_failures: self.launch_failures(),
+            spot_warnings: self.spot_warnings.clone(),
         }
     }
 
-    /// Adds a warning (once per instance) and forgets those older than
-    /// [`SPOT_WARNING_MEMORY`] and failures older than [`ZONE_FAILURE_MEMORY`].
+    /// Adds a warning (once per instance; the reconcile then keeps it while its instance
+    /// runs a live task of the fleet) and forgets failures older than [`ZONE_FAILURE_MEMORY`].
     pub fn note(&mut self, warning: Option<SpotWarning>, now: Timestamp) {
         if let Some(warning) = warning
             && !self
@@ -135,8 +132,6 @@ impl ReactorMemory {
         {
             self.spot_warnings.push(warning);
         }
-        self.spot_warnings
-            .retain(|w| now.since(w.at) < SPOT_WARNING_MEMORY);
         self.launch_failures
             .retain(|f| now.since(f.at) < ZONE_FAILURE_MEMORY);
     }
@@ -282,13 +277,14 @@ pub async fn run(
         ports,
         &desired,
         &memory.reconcile_memory(),
-        &memory.spot_warnings,
+        &[],
         &settings.owner,
         now,
     )
     .await?;
     memory.budget = outcome.memory.budget.clone();
     memory.set_launch_failures(&outcome.memory.launch_failures);
+    memory.spot_warnings = outcome.memory.spot_warnings.clone();
     let mut warnings = Vec::new();
     if let Err(error) = save_memory(ports.state, stored, &before, &memory, now).await {
         tracing::warn!(%error, "reactor memory not saved");

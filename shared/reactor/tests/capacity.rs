@@ -7,7 +7,7 @@ use nodefleet_reactor::capacity::catalog::{CATALOG, NetworkBandwidth, instance_t
 use nodefleet_reactor::capacity::profiles::{ClientProfile, IopsClass, PROFILES, profile};
 use nodefleet_reactor::capacity::{
     PlanError, Resource, Resources, TaskReservation, format_dollars, nodes_per_instance, pack,
-    plan_capacity, plan_for_client, render_plan, spread_over_zones,
+    plan_capacity, plan_for_client, render_plan, spread_over_zones, task_size_for_client,
 };
 use proptest::prelude::*;
 
@@ -27,6 +27,35 @@ fn geth_task_reservation_is_client_plus_agent_in_ecs_units() {
     );
     // 1.2 TiB ~ 1,320 GB of chain data, plus 50 % headroom.
     assert_eq!(geth().disk_gb(), 1_980);
+}
+
+#[test]
+fn the_task_size_for_a_client_is_its_profile_reservation_and_none_for_unknown_clients() {
+    assert_eq!(
+        task_size_for_client("geth"),
+        Some(TaskReservation {
+            cpu_units: 4_352,
+            memory_mib: 16_640
+        })
+    );
+    // erigon asks for 32 GiB: 32 x 1024 + 256 agent MiB.
+    assert_eq!(
+        task_size_for_client("erigon"),
+        Some(TaskReservation {
+            cpu_units: 4_352,
+            memory_mib: 33_024
+        })
+    );
+    for profile in PROFILES {
+        let size = task_size_for_client(profile.client).unwrap();
+        assert_eq!(size, TaskReservation::of(profile), "{}", profile.client);
+        // The capacity plan packs with the same numbers the RunTask asks for.
+        let plan = plan_for_client(profile.client, 3, 3).unwrap();
+        assert_eq!(plan.task, size, "{}", profile.client);
+    }
+    for unknown in ["anvil", "Geth", "", "geth "] {
+        assert_eq!(task_size_for_client(unknown), None, "{unknown:?}");
+    }
 }
 
 #[test]

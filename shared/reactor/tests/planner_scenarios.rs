@@ -109,8 +109,16 @@ fn one_node_dies_and_is_replaced_once_in_its_zone() {
     assert!(launches(&second).is_empty());
     assert!(second.actions.iter().any(|a| matches!(a,
         Action::RegisterTarget { task, .. } if *task == replacement.id)));
+    assert!(
+        !second
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AdoptTask { .. })),
+        "the executor adopts it when it registers it"
+    );
 
-    // Healthy replacement, old task gone: nothing to stop, nothing to launch.
+    // Healthy replacement, old task gone: nothing to stop, nothing to launch. The record
+    // still names the dead task (as if the save after the registration failed): move it.
     fleet
         .observed
         .targets
@@ -118,6 +126,39 @@ fn one_node_dies_and_is_replaced_once_in_its_zone() {
     let third = plan(&fleet.desired, &fleet.observed, later, &second.budget);
     assert!(launches(&third).is_empty());
     assert!(stops(&third).is_empty());
+    assert!(third.actions.iter().any(|a| matches!(a,
+        Action::AdoptTask { task, replaced, .. }
+            if *task == replacement.id && *replaced == sample::task_id(4))));
+}
+
+/// Zones are counted where the tasks run, not where the records say: a replacement that
+/// landed in another zone (its own was out of capacity) is adopted by a record that may
+/// still name the old zone.
+#[test]
+fn a_node_counts_in_the_zone_its_task_runs_in_whatever_its_record_says() {
+    let mut fleet = SampleFleet::healthy(6, 3, NOW);
+    // Nodes 0 and 3 (zone-0 by their records) run in zone-1 now: zone-0 is empty.
+    for task in &mut fleet.observed.tasks {
+        if task.id == sample::task_id(0) || task.id == sample::task_id(3) {
+            task.zone = Some(sample::zone(1));
+        }
+    }
+    // Node 1 (zone-1) dies: its replacement belongs in zone-0, the zone below its share.
+    fleet.stop_task(1, "Essential container in task exited");
+    let plan = plan(
+        &fleet.desired,
+        &fleet.observed,
+        NOW,
+        &ReplacementBudget::new(NOW),
+    );
+    assert_eq!(
+        launches(&plan),
+        vec![(
+            "node-001".into(),
+            "zone-0".into(),
+            "replace/node-001/task-001/zone-0".into()
+        )]
+    );
 }
 
 #[test]

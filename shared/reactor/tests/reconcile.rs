@@ -1,176 +1,22 @@
-//! Scenario tests of the executor and the observe step on the port fakes: a six-node fleet
-//! over three zones, launched through `FakeScheduler` six hours before `now`, its targets
-//! registered with a `FakeTargetRegistry` that reports them healthy, its records in an
-//! in-memory `EmbeddedStateStore`. Faults come from `nodefleet_ports::faults` wrappers
-//! around the scheduler.
+//! Scenario tests of the executor and the observe step on the port fakes (the world in
+//! `support`: a six-node fleet over three zones on `FakeScheduler`, `FakeTargetRegistry` and
+//! an in-memory `EmbeddedStateStore`), with faults from `nodefleet_ports::faults` wrappers
+//! around the scheduler. `reconcile_scenarios.rs` follows longer stories over many rounds.
 
 #![allow(clippy::unwrap_used)]
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodefleet_local::EmbeddedStateStore;
 use nodefleet_ports::fakes::targets::RegistryCall;
-use nodefleet_ports::fakes::{FakeScheduler, FakeTargetRegistry};
-use nodefleet_ports::faults::{Faults, FaultyScheduler};
 use nodefleet_ports::{
-    LaunchRequest, NODE_RPC_PORT, NetworkMode, NodeId, NodeRecord, NodeState, PlacementFailure,
-    Role, Scheduler, StateStore, Target, TargetRegistry, TaskId, TaskStatus, Timestamp, Version,
-    Zone, target_for_task,
+    NODE_RPC_PORT, NetworkMode, PlacementFailure, StateStore, Zone, target_for_task,
 };
-use nodefleet_reactor::planner::sample::SAMPLE_GRACE;
-use nodefleet_reactor::planner::{Action, AlertKind, Desired, Share, plan};
-use nodefleet_reactor::reconcile::{
-    ExecutionReport, Outcome, Ports, ReconcileMemory, execute, observe, reconcile,
-};
-
-const NODES: usize = 6;
-const ZONES: usize = 3;
-const FLEET_AGE: Duration = Duration::from_secs(6 * 60 * 60);
-
-fn now() -> Timestamp {
-    Timestamp::from_millis(1_800_000_000_000)
-}
-
-fn zone(index: usize) -> Zone {
-    Zone::new(format!("zone-{index}"))
-}
-
-fn node(index: usize) -> NodeId {
-    NodeId::new(format!("node-{index:03}"))
-}
-
-struct World {
-    fake: FakeScheduler,
-    faults: Faults,
-    scheduler: FaultyScheduler<FakeScheduler>,
-    registry: FakeTargetRegistry,
-    state: EmbeddedStateStore,
-    desired: Desired,
-    /// Node index -> its first task and target.
-    tasks: Vec<(TaskId, Target)>,
-    /// Launch calls the fake saw while the fleet was built.
-    setup_launches: usize,
-}
-
-impl World {
-    async fn new() -> World {
-        let fake = FakeScheduler::with_zones((0..ZONES).map(zone), 10);
-        let faults = Faults::new();
-        let scheduler = FaultyScheduler::new(fake.clone(), faults.clone());
-        let registry = FakeTargetRegistry::healthy_after(0);
-        let state = EmbeddedStateStore::in_memory().unwrap();
-        let launched = now().minus(FLEET_AGE);
-        fake.set_now(launched);
-        let mut tasks = Vec::new();
-        for index in 0..NODES {
-            let report = fake
-                .launch(&LaunchRequest {
-                    node: node(index),
-                    zone: zone(index % ZONES),
-                    role: Role::Serving,
-                    snapshot: None,
-                    idempotency_key: format!("setup/{index}"),
-                    count: 1,
-                })
-                .await
-                .unwrap();
-            let task = report.started[0].clone();
-            let target = target_for_task(&task, NetworkMode::Bridge, NODE_RPC_PORT).unwrap();
-            registry
-                .register(std::slice::from_ref(&target))
-                .await
-                .unwrap();
-            state
-                .save_node(&NodeRecord {
-                    id: node(index),
-                    task: Some(task.id.clone()),
-                    zone: zone(index % ZONES),
-                    target: Some(target.clone()),
-                    role: Role::Serving,
-                    state: NodeState::Serving,
-                    snapshot: None,
-                    created_at: launched,
-                    updated_at: launched,
-                    version: Version::NEW,
-                })
-                .await
-                .unwrap();
-            tasks.push((task.id, target));
-        }
-        fake.set_now(now());
-        let count = u32::try_from(NODES).unwrap();
-        World {
-            setup_launches: fake.launches().len(),
-            fake,
-            faults,
-            scheduler,
-            registry,
-            state,
-            desired: Desired {
-                zones: (0..ZONES).map(zone).collect(),
-                serving_nodes: count,
-                healthy_floor: count / 2,
-                storm_share: Share::ONE_THIRD,
-                grace: SAMPLE_GRACE,
-                snapshot: None,
-                network_mode: NetworkMode::Bridge,
-                container_port: NODE_RPC_PORT,
-            },
-            tasks,
-        }
-    }
-
-    fn ports(&self) -> Ports<'_> {
-        Ports {
-            state: &self.state,
-            scheduler: &self.scheduler,
-            registry: &self.registry,
-        }
-    }
-
-    fn kill(&self, index: usize) {
-        assert!(
-            self.fake
-                .terminate(&self.tasks[index].0, "Essential container in task exited")
-        );
-    }
-
-    /// Launch calls that reached the fake since the fleet was built.
-    fn new_launches(&self) -> Vec<nodefleet_ports::fakes::scheduler::LaunchRecord> {
-        self.fake.launches()[self.setup_launches..].to_vec()
-    }
-
-    /// Live tasks tagged with `node`.
-    fn live_tasks_of(&self, node: &NodeId) -> Vec<TaskId> {
-        self.fake
-            .tasks()
-            .into_iter()
-            .filter(|t| t.node.as_ref() == Some(node))
-            .filter(|t| matches!(t.last_status, TaskStatus::Pending | TaskStatus::Running))
-            .map(|t| t.id)
-            .collect()
-    }
-
-    async fn audit_kinds(&self) -> Vec<String> {
-        self.state
-            .list_events(Timestamp::EPOCH, now(), 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect()
-    }
-}
-
-fn launch_outcomes(report: &ExecutionReport) -> Vec<&Outcome> {
-    report
-        .outcomes
-        .iter()
-        .filter(|o| matches!(o.action, Action::Launch { .. }))
-        .map(|o| &o.outcome)
-        .collect()
-}
+use nodefleet_reactor::planner::{Action, AlertKind, plan};
+use nodefleet_reactor::reconcile::{Outcome, ReconcileMemory, execute, observe, reconcile};
+use support::{World, launch_outcomes, node, now, zone};
 
 #[tokio::test]
 async fn a_dead_node_is_replaced_once_and_its_replacement_registered() {

@@ -25,7 +25,9 @@
 //! 1. Lost, unhealthy and doomed nodes without a replacement are replaced, one launch each,
 //!    in the zone with the largest deficit against the even spread of
 //!    [`Desired::serving_nodes`] over the zones, skipping zones in backoff (their share so
-//!    goes to the others). Doomed nodes go first, then lost, then unhealthy, by node id.
+//!    goes to the others). Doomed nodes go first, then lost, then unhealthy, by node id. A
+//!    node counts in the zone its live task (or pending replacement) runs in; the record's
+//!    zone only when it has neither.
 //! 2. **Storm guard**: if lost plus unhealthy nodes are more than [`Desired::storm_share`]
 //!    of the fleet, nothing is launched (neither replacements nor fill) and an
 //!    [`AlertKind::Storm`] is raised. If the token bucket is empty, the remaining
@@ -42,6 +44,12 @@
 //!    know is registered (its `/health` check keeps it out of rotation until it is synced).
 //! 6. If the fleet has fewer nodes than desired, new nodes are launched (no token: filling
 //!    is not replacing) with ids `<zone>-<n>`, the smallest `n` not used by any node.
+//! 7. A node whose recorded task is gone and whose replacement's target the load balancer
+//!    already knows has its record moved to the replacement ([`Action::AdoptTask`]). The
+//!    executor moves it when it registers the replacement (or stops the old task), so this
+//!    only happens when that save failed: otherwise nothing would plan the move again (the
+//!    target is registered, the old task not live), and the node would count as lost in
+//!    every later plan, storm guard included.
 //!
 //! # Idempotency keys
 //!
@@ -234,6 +242,15 @@ pub enum Action {
         replaced_by: Option<TaskId>,
         reason: String,
     },
+    /// The node's record names `replaced`, which is gone, and should name `task`, its live
+    /// replacement whose target is registered already: the record move that goes with the
+    /// registration (or the stop) was not saved.
+    AdoptTask {
+        node: NodeId,
+        task: TaskId,
+        replaced: TaskId,
+        reason: String,
+    },
     Alert {
         kind: AlertKind,
         message: String,
@@ -259,6 +276,7 @@ impl Action {
                 None => format!("deregister/{node}/{target}"),
             }),
             Action::StopTask { task, .. } => Some(format!("stop/{task}")),
+            Action::AdoptTask { node, task, .. } => Some(format!("adopt/{node}/{task}")),
             Action::Alert { .. } => None,
         }
     }
@@ -269,7 +287,8 @@ impl Action {
             Action::Launch { reason, .. }
             | Action::RegisterTarget { reason, .. }
             | Action::DeregisterTarget { reason, .. }
-            | Action::StopTask { reason, .. } => reason,
+            | Action::StopTask { reason, .. }
+            | Action::AdoptTask { reason, .. } => reason,
             Action::Alert { message, .. } => message,
         }
     }
@@ -456,6 +475,7 @@ impl<'a> Planner<'a> {
         let mut zone_counts: BTreeMap<&Zone, usize> = BTreeMap::new();
         let mut stops: Vec<(&NodeView<'_>, &TaskInfo, Option<&TaskInfo>, String)> = Vec::new();
         let mut candidates: Vec<&NodeView<'_>> = Vec::new();
+        let mut adoptions: Vec<Action> = Vec::new();
 
         for node in &nodes {
             for task in node
@@ -488,6 +508,20 @@ impl<'a> Planner<'a> {
             if let Some(replacement) = node.replacement {
                 let zone = replacement.zone.as_ref().unwrap_or(node.zone);
                 *zone_counts.entry(zone).or_default() += 1;
+                if let (None, Some(gone)) =
+                    (node.current.filter(|t| is_live(t)), node.recorded_task)
+                    && self.target_state(replacement).is_some()
+                {
+                    adoptions.push(Action::AdoptTask {
+                        node: node.id.clone(),
+                        task: replacement.id.clone(),
+                        replaced: gone.clone(),
+                        reason: format!(
+                            "the record names {gone}, which is gone; replacement {} is registered",
+                            replacement.id
+                        ),
+                    });
+                }
                 if self.is_healthy(replacement) {
                     if let Some(current) = node.current.filter(|t| is_live(t)) {
                         stops.push((
@@ -553,6 +587,7 @@ impl<'a> Planner<'a> {
         }
 
         self.stop(stops, healthy_tasks);
+        self.actions.extend(adoptions);
     }
 
     /// Builds the node views, sorted by node id.
@@ -594,9 +629,15 @@ impl<'a> Planner<'a> {
                 Some(id) => tasks_by_id.get(id).copied(),
                 None => live_tagged.first().copied(),
             };
+            // A node counts where its task runs: a replacement placed in another zone (its
+            // own was out of capacity) is adopted by a record that still names the old zone.
+            let zone = current
+                .filter(|t| is_live(t))
+                .and_then(|t| t.zone.as_ref())
+                .unwrap_or(&record.zone);
             views.push(self.view(
                 &record.id,
-                &record.zone,
+                zone,
                 record.created_at,
                 current,
                 record.task.as_ref(),
