@@ -5,6 +5,7 @@
 //! - [`FakeRuntimeApi`]: the Lambda Runtime API on loopback, so a real Lambda binary can be
 //!   started, fed API Gateway events, and timed from process start to ready.
 //! - [`anvil`]: the pinned anvil from the project's tools folder.
+//! - [`moto`]: the moto server's URL, raw EC2 and moto-api calls, unique names.
 
 #![allow(clippy::unwrap_used)] // test support: a broken double should fail the test loudly
 
@@ -12,6 +13,7 @@ pub mod anvil;
 pub mod client;
 mod http_server;
 pub mod lambda_runtime_api;
+pub mod moto;
 pub mod recording_node;
 
 pub use lambda_runtime_api::{FakeRuntimeApi, Invocation};

@@ -25,6 +25,10 @@
 
 mod support;
 
+use nodefleet_testkit::moto::{
+    keep_ecs_tasks_where_they_are as keep_moto_tasks_where_they_are, run_ec2_instance,
+};
+
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_ecs::Client;
@@ -53,7 +57,6 @@ use nodefleet_ports::{
     LaunchRequest, NetworkMode, NodeId, PlacementFailure, Role, Scheduler, SchedulerError,
     SnapshotId, TaskId, TaskStatus, Zone, target_for_task,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REGION: &str = "us-east-1";
 const CONTAINER: &str = "node";
@@ -61,64 +64,6 @@ const CONTAINER: &str = "node";
 // ---------------------------------------------------------------------------------------
 // moto: the contract
 // ---------------------------------------------------------------------------------------
-
-/// One HTTP/1.0 request to moto (1.0, so the answer is never chunked). `service` goes into a
-/// dummy SigV4 scope, which is how moto's single server tells services apart.
-async fn moto_http(path: &str, service: &str, content_type: &str, body: &str) -> (u16, String) {
-    let endpoint = support::moto_endpoint();
-    let authority = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nAuthorization: AWS4-HMAC-SHA256 \
-         Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, \
-         Signature=0\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Starts one EC2 instance in moto and returns its id.
-async fn run_ec2_instance(zone: &str, instance_type: &str) -> String {
-    let form = format!(
-        "Action=RunInstances&Version=2016-11-15&ImageId=ami-12c6146b&MinCount=1&MaxCount=1\
-         &InstanceType={instance_type}&Placement.AvailabilityZone={zone}"
-    );
-    let (status, body) = moto_http("/", "ec2", "application/x-www-form-urlencoded", &form).await;
-    assert_eq!(status, 200, "RunInstances: {body}");
-    let start = body.find("<instanceId>").unwrap() + "<instanceId>".len();
-    let end = start + body[start..].find('<').unwrap();
-    body[start..end].to_owned()
-}
-
-/// Keeps moto's tasks in the status they were put in (see the gaps in the module doc).
-async fn keep_moto_tasks_where_they_are() {
-    let (status, body) = moto_http(
-        "/moto-api/state-manager/set-transition",
-        "ecs",
-        "application/json",
-        r#"{"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000000}}"#,
-    )
-    .await;
-    assert!(
-        status == 200 || status == 201,
-        "set-transition: {status} {body}"
-    );
-}
 
 /// A cluster with one i3 container instance in `zone`, a node task definition, and a
 /// scheduler for a fleet of its own.

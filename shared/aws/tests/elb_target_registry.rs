@@ -20,6 +20,8 @@
 
 mod support;
 
+use nodefleet_testkit::moto::{ec2_query as moto_ec2, first_xml_value as first_value};
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
@@ -38,47 +40,10 @@ use nodefleet_ports::contract::target_registry::{
     TargetRegistryFixture, TargetSource, targets_from_fn,
 };
 use nodefleet_ports::{NetworkMode, RegistryError, Target, TargetRegistry, TargetState, Zone};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const REGION: &str = "us-east-1";
 
 // ---------------------------------------------------------------------------------------
 // moto: the contract
 // ---------------------------------------------------------------------------------------
-
-/// One EC2 query call to moto over HTTP/1.0 (never chunked); a dummy SigV4 scope tells
-/// moto's single server which service it is for. Returns the XML body.
-async fn moto_ec2(form: &str) -> String {
-    let endpoint = support::moto_endpoint();
-    let authority = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
-    let request = format!(
-        "POST / HTTP/1.0\r\nHost: {authority}\r\nAuthorization: AWS4-HMAC-SHA256 \
-         Credential=testing/20260101/{REGION}/ec2/aws4_request, SignedHeaders=host, \
-         Signature=0\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n\r\n{form}",
-        form.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
-        "{answer}"
-    );
-    answer
-}
-
-/// The text of the first `<tag>` in `xml`.
-fn first_value(xml: &str, tag: &str) -> String {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open).unwrap() + open.len();
-    let end = start + xml[start..].find('<').unwrap();
-    xml[start..end].to_owned()
-}
 
 /// A target group of `kind` in moto's default VPC.
 async fn moto_target_group(kind: TargetTypeEnum) -> (Client, String) {

@@ -8,44 +8,12 @@
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-/// The environment variable `scripts/test.sh` sets to moto's loopback URL.
-pub const MOTO_ENDPOINT_VAR: &str = "NODEFLEET_MOTO_ENDPOINT";
-
-/// moto's URL; panics with instructions if the test command did not start moto.
-pub fn moto_endpoint() -> String {
-    match std::env::var(MOTO_ENDPOINT_VAR) {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "{MOTO_ENDPOINT_VAR} is not set: these tests talk to a moto server. Run \
-             scripts/test.sh (it installs and starts moto), or start one with \
-             `scripts/moto.sh start` and export the URL it prints"
-        ),
-    }
-}
+#[allow(unused_imports)] // not every test file names the endpoint
+pub use nodefleet_testkit::moto::{moto_endpoint, unique_name};
 
 /// An SDK configuration for moto: its endpoint, a fixed region, dummy credentials.
 pub fn moto_config() -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new("testing", "testing", None, None, "moto"),
-            ),
-        )
-        .build()
-}
-
-/// A name unique to this test run: `<prefix>-<pid>-<counter>-<nanos>`, lower case, at
-/// most 63 characters (valid for a bucket, table, cluster or target group).
-pub fn unique_name(prefix: &str) -> String {
-    let name = format!("{prefix}-{}", nodefleet_ports::model::unique_suffix()).to_lowercase();
-    name.chars()
-        .take(32)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_owned()
+    nodefleet_testkit::moto::sdk_config()
 }
 
 /// An SDK configuration for aws-smithy-mocks: no network (the mock HTTP client), no
