@@ -310,9 +310,18 @@ pub async fn handle_event(
             "actions": actions,
             "started": outcome.report.started.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             "tokens_left": outcome.memory.budget.tokens(),
+            "timings_ms": {
+                "observe": millis(outcome.timings.observe),
+                "plan": millis(outcome.timings.plan),
+                "execute": millis(outcome.timings.execute),
+            },
         }),
         metrics,
     })
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// The Lambda's adapters, built once per sandbox.

@@ -286,6 +286,18 @@ pub struct ReconcileOutcome {
     pub report: ExecutionReport,
     /// To pass to the next reconcile.
     pub memory: ReconcileMemory,
+    pub timings: ReconcileTimings,
+}
+
+/// Wall-clock time of a reconcile's phases, for logs, metrics and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileTimings {
+    /// Reading records, tasks and target health.
+    pub observe: Duration,
+    /// The pure planner.
+    pub plan: Duration,
+    /// Performing the actions, bookkeeping included.
+    pub execute: Duration,
 }
 
 /// Observe, plan, execute. The returned memory carries the plan's budget, the placement
@@ -299,8 +311,11 @@ pub async fn reconcile(
     owner: &str,
     now: Timestamp,
 ) -> Result<ReconcileOutcome, ObserveError> {
+    let started = std::time::Instant::now();
     let observed = observe(ports, memory, spot_warnings, now).await?;
+    let observed_at = std::time::Instant::now();
     let plan = plan(desired, &observed, now, &memory.budget);
+    let planned_at = std::time::Instant::now();
     tracing::info!(
         actions = plan.actions.len(),
         decisions = plan.decisions.len(),
@@ -310,6 +325,11 @@ pub async fn reconcile(
         "reconcile planned"
     );
     let report = execute(&plan, ports, desired, &observed, owner, now).await;
+    let timings = ReconcileTimings {
+        observe: observed_at.duration_since(started),
+        plan: planned_at.duration_since(observed_at),
+        execute: planned_at.elapsed(),
+    };
     let spot_warnings = observed
         .spot_warnings
         .iter()
@@ -332,6 +352,7 @@ pub async fn reconcile(
         plan,
         report,
         memory,
+        timings,
     })
 }
 
