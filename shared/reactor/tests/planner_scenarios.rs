@@ -475,3 +475,36 @@ fn a_300_node_fleet_replaces_its_15_failures_evenly() {
         assert_eq!(here, failing_per_zone(zone), "{zone}");
     }
 }
+
+#[test]
+fn a_replacement_that_dies_before_adoption_is_replaced_again_at_once() {
+    let mut fleet = SampleFleet::healthy(6, 3, NOW);
+    fleet.stop_task(4, "Essential container in task exited");
+    let budget = ReplacementBudget::new(NOW);
+    let first = plan(&fleet.desired, &fleet.observed, NOW, &budget);
+    let (_, _, first_key) = launches(&first).remove(0);
+
+    // The replacement starts, then dies before it is healthy.
+    let later = NOW.plus(Duration::from_secs(60));
+    let mut dead = replacement_task(4, "zone-1", later);
+    dead.last_status = TaskStatus::Stopped;
+    dead.desired_status = TaskStatus::Stopped;
+    dead.stop_reason = Some("Essential container in task exited".to_owned());
+    fleet.observed.tasks.push(dead);
+    let second = plan(&fleet.desired, &fleet.observed, later, &first.budget);
+    let relaunch = launches(&second);
+    assert_eq!(relaunch.len(), 1, "{:?}", second.actions);
+    assert_eq!(relaunch[0].2, format!("{first_key}/retry-1"));
+    assert_eq!(
+        second.budget.tokens(),
+        8,
+        "a second replacement costs a token"
+    );
+    let again = plan(&fleet.desired, &fleet.observed, later, &second.budget);
+    assert_eq!(
+        launches(&again),
+        relaunch,
+        "replanning the same observation gives the same key"
+    );
+    assert_eq!(again.budget.tokens(), 8, "and it is paid for once");
+}

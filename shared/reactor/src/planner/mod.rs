@@ -61,7 +61,11 @@
 //!   the key so that after a capacity failure moves the replacement to another zone it is a
 //!   new launch, while every reconcile that picks the same zone dedups. A flapping target
 //!   (unhealthy, healthy, unhealthy) plans the same key each time it is unhealthy, and once
-//!   the replacement's task is listed the node has a replacement and nothing is launched;
+//!   the replacement's task is listed the node has a replacement and nothing is launched.
+//!   A replacement that dies before it is adopted is listed as a stopped task tagged with the
+//!   node; with `n` of those the key gets `/retry-<n>`, so the node is replaced again at once
+//!   instead of waiting for the first key to expire (every reconcile of that observation
+//!   counts the same `n`);
 //! - fill: `launch/<node>`; other actions: [`Action::idempotency_key`].
 //!
 //! # Cost
@@ -900,11 +904,15 @@ impl<'a> Planner<'a> {
                 return;
             };
             let replaced = node.current.map(|t| &t.id).or(node.recorded_task);
-            let key = format!(
+            let mut key = format!(
                 "replace/{}/{}/{zone}",
                 node.id,
                 replaced.map_or("none", TaskId::as_str)
             );
+            let dead = self.dead_replacements(node.id, replaced);
+            if dead > 0 {
+                key.push_str(&format!("/retry-{dead}"));
+            }
             if self.budget.pay(&key, self.now) == Payment::Exhausted {
                 let waiting = candidates.len() - index;
                 self.actions.push(Action::Alert {
@@ -942,6 +950,17 @@ impl<'a> Planner<'a> {
                 reason: format!("replace {}: {reason}", node.id),
             });
         }
+    }
+
+    /// Stopped tasks tagged with `node` other than `replaced`: replacements that died
+    /// before they were adopted.
+    fn dead_replacements(&self, node: &NodeId, replaced: Option<&TaskId>) -> usize {
+        self.observed
+            .tasks
+            .iter()
+            .filter(|t| t.node.as_ref() == Some(node) && t.role != Some(Role::Updater))
+            .filter(|t| !is_live(t) && Some(&t.id) != replaced)
+            .count()
     }
 
     /// Rule 6: launch new nodes up to the desired count.
