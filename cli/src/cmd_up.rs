@@ -1,9 +1,13 @@
-//! `nodefleet up`: the local fleet on one machine.
+//! `nodefleet up`: the local fleet on one machine, self-healing.
 //!
 //! Opens the gateway's listener first (a busy port fails before anything starts), finds or
-//! installs anvil, starts the nodes, and serves the gateway over a [`LocalBalancer`] that
-//! probes them, until Ctrl-C or SIGTERM; then stops the gateway and every node. Request
-//! logs go to `<dir>/gateway.log`, node logs to `<dir>/nodes/<name>/anvil.log`.
+//! installs anvil, prepares a fresh [`HealingFleet`] in the state folder and runs its loop:
+//! the reactor's reconcile every second over the local adapters, which fills the fleet and
+//! replaces nodes that die. The gateway serves over a [`LocalBalancer`] fed with the fleet's
+//! routes after every reconcile that changes them. The banner is printed once the nodes are
+//! healthy; Ctrl-C or SIGTERM stops the gateway, the loop, and every node. Request logs go to
+//! `<dir>/gateway.log`, the loop's and the reactor's to `<dir>/reactor.log`, node logs to
+//! `<dir>/tasks/<task>/node.log`; `<dir>/status.json` is what `nodefleet status` reads.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,26 +18,32 @@ use clap::Args;
 use nodefleet_gateway::balancer::PROBE_INTERVAL;
 use nodefleet_gateway::upstream::DEFAULT_TIMEOUT;
 use nodefleet_gateway::{Gateway, HttpUpstreamConfig, LocalBalancer, logging, server};
-use nodefleet_local::{LocalFleet, LocalFleetConfig, tools};
+use nodefleet_local::healing::{DEFAULT_ZONES, MAX_ZONES};
+use nodefleet_local::node::START_TIMEOUT;
+use nodefleet_local::scheduler::NodeCommand;
+use nodefleet_local::{HealingFleet, LocalFleetOptions, tools};
 use tokio::sync::watch;
 
 use crate::cmd_gateway::{policy_from, timeout_from};
 use crate::signals;
 
 /// The fleet's size when not told: one node per zone of the three-zone layout.
-const DEFAULT_NODES: usize = 3;
+const DEFAULT_NODES: u32 = 3;
 /// The most nodes one machine is asked to run: each anvil takes a core's share under load.
-const MAX_NODES: usize = 32;
+const MAX_NODES: u32 = 32;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Number of nodes.
+    /// Number of serving nodes; the fleet keeps this many, replacing any that die.
     #[arg(long, default_value_t = DEFAULT_NODES)]
-    nodes: usize,
+    nodes: u32,
+    /// Zones the nodes are spread over (local-a, local-b, ...).
+    #[arg(long, default_value_t = DEFAULT_ZONES)]
+    zones: u32,
     /// Address the gateway listens on.
     #[arg(long, default_value = "127.0.0.1:8545")]
     listen: SocketAddr,
-    /// State folder for logs and node data.
+    /// State folder: state, status, logs and node data (an earlier run's state is discarded).
     #[arg(long, default_value = ".nodefleet")]
     dir: PathBuf,
     /// Operator policy file (TOML) for the gateway.
@@ -50,10 +60,20 @@ pub struct UpArgs {
     timeout_ms: u64,
 }
 
+/// Request lines (and the gateway's own events) go to `gateway.log`; the rest to
+/// `reactor.log`.
+fn is_gateway_event(target: &str) -> bool {
+    target.starts_with("nodefleet::rpc") || target.starts_with("nodefleet_gateway")
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=MAX_NODES).contains(&args.nodes),
         "--nodes must be from 1 to {MAX_NODES}"
+    );
+    anyhow::ensure!(
+        (1..=MAX_ZONES).contains(&args.zones),
+        "--zones must be from 1 to {MAX_ZONES}"
     );
     let policy = policy_from(args.policy.as_deref())?;
     let timeout = timeout_from(args.timeout_ms)?;
@@ -61,8 +81,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let listen = listener.local_addr().context("listener address")?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create the state folder {}", args.dir.display()))?;
-    let _log = logging::init_json_to_file("info", &args.dir.join("gateway.log"))
-        .with_context(|| format!("cannot open {}", args.dir.join("gateway.log").display()))?;
+    let (gateway_log, reactor_log) = (args.dir.join("gateway.log"), args.dir.join("reactor.log"));
+    let _log =
+        logging::init_json_to_two_files("info", &gateway_log, &reactor_log, is_gateway_event)
+            .with_context(|| format!("cannot open the logs in {}", args.dir.display()))?;
 
     let tools_dir = tools::tools_dir(args.tools.as_deref());
     let anvil = if args.no_install {
@@ -77,37 +99,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         tools::ensure_anvil(&tools_dir).await?
     };
-    let config = LocalFleetConfig {
-        nodes: args.nodes,
+    let fleet = HealingFleet::open(LocalFleetOptions {
         dir: args.dir.clone(),
-        anvil: anvil.path,
-    };
-    let fleet = LocalFleet::start(&config).await?;
+        command: NodeCommand::anvil(&anvil.path),
+        nodes: args.nodes,
+        zones: args.zones,
+        gateway: format!("http://{listen}"),
+    })
+    .await?;
 
     let balancer = Arc::new(LocalBalancer::new(HttpUpstreamConfig {
         timeout,
         ..Default::default()
     }));
-    let nodes = fleet.nodes();
-    balancer.set_nodes(
-        &nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.url.clone()))
-            .collect::<Vec<_>>(),
-    )?;
-    balancer.probe().await;
-
-    say(&format!("nodefleet is up: JSON-RPC at http://{listen}"));
-    for node in &nodes {
-        say(&format!(
-            "  {} {} pid {}",
-            node.name,
-            node.url,
-            node.pid.map_or("-".into(), |p| p.to_string())
-        ));
-    }
-    say(&format!("logs in {}; Ctrl-C to stop", args.dir.display()));
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -117,17 +121,90 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move { balancer.probe_until(PROBE_INTERVAL, stop).await })
     };
-    let gateway = Arc::new(Gateway::new(policy, balancer));
-    let serving = tokio::spawn(server::serve(listener, gateway, stopped(stop_rx)));
+    let gateway = Arc::new(Gateway::new(policy, balancer.clone()));
+    let serving = tokio::spawn(server::serve(listener, gateway, stopped(stop_rx.clone())));
 
-    signals::shutdown().await;
-    say("stopping ...");
-    let _ = stop_tx.send(true);
+    // The balancer follows the fleet's routes; a changed set is probed at once, so a new
+    // node takes traffic without waiting for the next probe round.
+    let feed = |routes: &[(String, String)]| {
+        if let Err(error) = balancer.set_nodes(routes) {
+            tracing::error!(error = %error, "a route is not a valid URL");
+            return;
+        }
+        let balancer = balancer.clone();
+        tokio::spawn(async move { balancer.probe().await });
+    };
+    let nodes = args.nodes as usize;
+    let dir = args.dir.clone();
+    let front = async {
+        // One signal future for both waits, so a Ctrl-C between them is not lost.
+        let shutdown = signals::shutdown();
+        tokio::pin!(shutdown);
+        let outcome = tokio::select! {
+            view = fleet.wait_healthy(nodes, START_TIMEOUT) => Some(view),
+            () = &mut shutdown => None,
+        };
+        let result = match outcome {
+            None => Ok(()),
+            Some(view) => {
+                let healthy = view.as_ref().map_or(0, |v| v.healthy());
+                if healthy == 0 {
+                    Err(anyhow::anyhow!(
+                        "no node became healthy within {}s; see {} and the node logs under {}",
+                        START_TIMEOUT.as_secs(),
+                        dir.join("reactor.log").display(),
+                        dir.join("tasks").display()
+                    ))
+                } else {
+                    banner(listen, &dir, view.as_ref(), nodes);
+                    shutdown.await;
+                    Ok(())
+                }
+            }
+        };
+        say("stopping ...");
+        let _ = stop_tx.send(true);
+        result
+    };
+    let (result, ()) = tokio::join!(front, fleet.run(stopped(stop_rx), feed));
     let _ = serving.await;
     let _ = prober.await;
-    fleet.stop().await;
+    fleet.shut_down("nodefleet up stopped").await;
+    drop(fleet);
     say("stopped");
-    Ok(())
+    result
+}
+
+/// The banner: where to send calls, the nodes, where the logs are.
+fn banner(
+    listen: SocketAddr,
+    dir: &std::path::Path,
+    view: Option<&nodefleet_local::FleetView>,
+    nodes: usize,
+) {
+    say(&format!("nodefleet is up: JSON-RPC at http://{listen}"));
+    if let Some(view) = view {
+        for node in &view.nodes {
+            say(&format!(
+                "  {} {} {} pid {}",
+                node.id,
+                node.zone,
+                node.url().unwrap_or_else(|| "-".into()),
+                node.pid.map_or("-".into(), |p| p.to_string())
+            ));
+        }
+        if view.healthy() < nodes {
+            say(&format!(
+                "  {} of {nodes} nodes healthy so far; the fleet keeps trying",
+                view.healthy()
+            ));
+        }
+    }
+    say(&format!(
+        "self-healing: a node that dies is replaced; `nodefleet status --dir {}` shows the fleet",
+        dir.display()
+    ));
+    say(&format!("logs in {}; Ctrl-C to stop", dir.display()));
 }
 
 /// A line for the person at the terminal.

@@ -5,6 +5,7 @@ mod cmd_agent;
 mod cmd_gateway;
 mod cmd_plan;
 mod cmd_snapshot;
+mod cmd_status;
 mod cmd_tools;
 mod cmd_up;
 mod signals;
@@ -27,8 +28,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Bring up the local fleet: anvil nodes behind the gateway, until Ctrl-C.
+    /// Bring up the local fleet: anvil nodes behind the gateway, replaced when they die,
+    /// until Ctrl-C.
     Up(cmd_up::UpArgs),
+    /// Show the running local fleet: nodes, zones, health, head blocks, processes.
+    Status(cmd_status::StatusArgs),
     /// Serve the JSON-RPC gateway in front of an upstream node or load balancer.
     Gateway(cmd_gateway::GatewayArgs),
     /// Gateway policy files.
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => cmd_up::run(args).await,
+            Command::Status(args) => cmd_status::run(args).await,
             Command::Gateway(args) => cmd_gateway::run(args).await,
             Command::Policy(PolicyCommand::Check(args)) => cmd_gateway::check_policy(args),
             Command::Tools(args) => cmd_tools::run(args).await,

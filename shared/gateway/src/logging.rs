@@ -101,12 +101,15 @@ impl Buffer {
 /// Writes out every buffered line when dropped (keep it alive in `main`).
 #[derive(Debug)]
 pub struct LogGuard {
-    background: Option<(Arc<Buffer>, std::thread::JoinHandle<()>)>,
+    background: Vec<Writer>,
 }
+
+/// A background buffer and the thread that writes it out.
+type Writer = (Arc<Buffer>, std::thread::JoinHandle<()>);
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        if let Some((buffer, writer)) = self.background.take() {
+        for (buffer, writer) in self.background.drain(..) {
             buffer.stop.store(true, Ordering::SeqCst);
             writer.thread().unpark();
             let _ = writer.join();
@@ -130,17 +133,62 @@ pub fn init_json_background(default: &str) -> LogGuard {
     background(default, Box::new(std::io::stderr()))
 }
 
-/// Installs JSON logging appended to `path` through a background writer (the local fleet
-/// keeps request logs out of the terminal).
-pub fn init_json_to_file(default: &str, path: &Path) -> std::io::Result<LogGuard> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    Ok(background(default, Box::new(file)))
+/// Installs JSON logging appended to two files through background writers: events whose
+/// target `goes_first` accepts go to `first`, all others to `second` (the local fleet: request
+/// lines in `gateway.log`, the self-healing loop's in `reactor.log`).
+pub fn init_json_to_two_files(
+    default: &str,
+    first: &Path,
+    second: &Path,
+    goes_first: fn(&str) -> bool,
+) -> std::io::Result<LogGuard> {
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
+    let (first_file, second_file) = (open(first)?, open(second)?);
+    let (first_sink, first_writer) = background_sink(Box::new(first_file));
+    let (second_sink, second_writer) = background_sink(Box::new(second_file));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = split(filter, first_sink, second_sink, goes_first).try_init();
+    Ok(LogGuard {
+        background: first_writer.into_iter().chain(second_writer).collect(),
+    })
 }
 
-fn background(default: &str, mut out: Box<dyn Write + Send>) -> LogGuard {
+/// A subscriber that writes events `goes_first` accepts (by target) to `first`, the others
+/// to `second`.
+fn split(
+    filter: EnvFilter,
+    first: Sink,
+    second: Sink,
+    goes_first: fn(&str) -> bool,
+) -> impl Subscriber + Send + Sync {
+    use tracing_subscriber::filter::filter_fn;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            JsonLines { sink: first }.with_filter(filter_fn(move |meta| goes_first(meta.target()))),
+        )
+        .with(
+            JsonLines { sink: second }
+                .with_filter(filter_fn(move |meta| !goes_first(meta.target()))),
+        )
+}
+
+fn background(default: &str, out: Box<dyn Write + Send>) -> LogGuard {
+    let (sink, writer) = background_sink(out);
+    install(default, sink);
+    LogGuard {
+        background: writer.into_iter().collect(),
+    }
+}
+
+/// A background sink and its writer thread; without a thread to write with, a direct sink
+/// to stderr rather than lost lines.
+fn background_sink(mut out: Box<dyn Write + Send>) -> (Sink, Option<Writer>) {
     let buffer = Arc::new(Buffer::default());
     let shared = buffer.clone();
     let started = std::thread::Builder::new()
@@ -153,20 +201,8 @@ fn background(default: &str, mut out: Box<dyn Write + Send>) -> LogGuard {
             shared.drain_into(&mut out);
         });
     match started {
-        Ok(writer) => {
-            install(default, Sink::Background(buffer.clone()));
-            LogGuard {
-                background: Some((buffer, writer)),
-            }
-        }
-        // No thread to write with: write directly rather than lose lines.
-        Err(_) => {
-            install(
-                default,
-                Sink::Direct(Mutex::new(Box::new(std::io::stderr()))),
-            );
-            LogGuard { background: None }
-        }
+        Ok(writer) => (Sink::Background(buffer.clone()), Some((buffer, writer))),
+        Err(_) => (Sink::Direct(Mutex::new(Box::new(std::io::stderr()))), None),
     }
 }
 
@@ -434,6 +470,41 @@ mod tests {
         buffer.push(b"three\n");
         buffer.drain_into(&mut out);
         assert_eq!(out, b"one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn a_split_subscriber_sends_each_event_to_one_file_by_its_target() {
+        let (first, second) = (Memory::default(), Memory::default());
+        let subscriber = split(
+            EnvFilter::new("info"),
+            Sink::Direct(Mutex::new(Box::new(first.clone()))),
+            Sink::Direct(Mutex::new(Box::new(second.clone()))),
+            |target| target.starts_with("nodefleet::rpc"),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "nodefleet::rpc", decision = "forwarded");
+            tracing::info!(target: "nodefleet::fleet", event = "reconcile");
+            tracing::warn!(target: "nodefleet_reactor::reconcile", message = "bookkeeping");
+            tracing::debug!(target: "nodefleet::fleet", event = "filtered out");
+        });
+        let lines = |memory: &Memory| -> Vec<serde_json::Value> {
+            String::from_utf8(memory.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let (first, second) = (lines(&first), lines(&second));
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first[0]["decision"], "forwarded");
+        let targets: Vec<&str> = second
+            .iter()
+            .map(|l| l["target"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            targets,
+            ["nodefleet::fleet", "nodefleet_reactor::reconcile"]
+        );
     }
 
     #[test]

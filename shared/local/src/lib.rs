@@ -3,26 +3,32 @@
 //!
 //! - [`tools`]: finds the anvil binary, installing it from the npm registry into the
 //!   project's tools folder when it is missing;
-//! - [`process`]: one anvil node as a child process that dies with its parent;
+//! - [`node`]: what local nodes share (block time, chain id, start timeout) and a bare
+//!   `eth_blockNumber` call;
 //! - [`child`]: child processes in their own group that die with their parent;
-//! - [`fleet`]: N nodes started together and stopped together;
+//! - [`healing`]: `HealingFleet`, the self-healing local fleet: the reactor's reconcile on a
+//!   timer over the local adapters;
+//! - [`status`]: `FleetStatus`, the status file the running fleet writes and
+//!   `nodefleet status` reads;
 //! - [`state`]: `EmbeddedStateStore`, the `StateStore` in a redb file in the fleet's folder;
 //! - [`objects`]: `FsObjectStore`, the `ObjectStore` on the local file system;
 //! - [`scheduler`]: `LocalProcessScheduler`, node tasks as local processes in zone labels;
 //! - [`targets`]: `LocalTargetRegistry`, targets probed on their health endpoints.
 
 pub mod child;
-pub mod fleet;
+pub mod healing;
+pub mod node;
 pub mod objects;
-pub mod process;
 pub mod scheduler;
 pub mod state;
+pub mod status;
 pub mod targets;
 pub mod tools;
 
-pub use fleet::{LocalFleet, LocalFleetConfig, NodeInfo};
+pub use healing::{FleetView, HealingFleet, LocalFleetOptions};
 pub use objects::FsObjectStore;
 pub use scheduler::LocalProcessScheduler;
 pub use state::EmbeddedStateStore;
+pub use status::FleetStatus;
 pub use targets::LocalTargetRegistry;
 pub use tools::{AnvilLocation, ToolError};

@@ -69,7 +69,7 @@ use nodefleet_ports::{
 use tokio::sync::oneshot;
 
 use crate::child::{own_group_dying_with_parent, signal_group};
-use crate::process::{LOCAL_BLOCK_TIME_SECS, LOCAL_CHAIN_ID};
+use crate::node::{LOCAL_BLOCK_TIME_SECS, LOCAL_CHAIN_ID};
 
 /// The zone labels of a local fleet: three, like the three AZs a production fleet spreads over.
 pub const DEFAULT_ZONES: [&str; 3] = ["local-a", "local-b", "local-c"];
@@ -77,9 +77,9 @@ pub const DEFAULT_ZONES: [&str; 3] = ["local-a", "local-b", "local-c"];
 /// replacement started before the node it replaces has stopped, with slack for a second one,
 /// while a runaway loop still hits the limit after a handful of processes.
 pub const DEFAULT_ZONE_CAPACITY: u32 = 4;
-/// How long a task gets to exit after SIGTERM before it is killed: the fleet's grace, long
-/// enough for a node to flush its database.
-pub const STOP_GRACE: Duration = crate::fleet::STOP_GRACE;
+/// How long a task gets to exit after SIGTERM before it is killed: long enough for a node to
+/// flush its database (anvil exits at once), short enough that Ctrl-C feels prompt.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a stopped task stays in `list_tasks`: ECS shows stopped tasks for at least an
 /// hour, and the reactor reads stop reasons from there.
 pub const STOPPED_TASK_RETENTION: Duration = Duration::from_secs(3_600);
@@ -142,8 +142,8 @@ impl NodeCommand {
         }
     }
 
-    /// anvil on the task's port, with the local fleet's block time and chain id (as
-    /// [`crate::process::NodeProcess`] starts it).
+    /// anvil on the task's port, with the local fleet's block time and chain id
+    /// ([`crate::node`]).
     pub fn anvil(binary: &Path) -> Self {
         let block_time = LOCAL_BLOCK_TIME_SECS.to_string();
         let chain_id = LOCAL_CHAIN_ID.to_string();
@@ -241,8 +241,16 @@ pub struct LocalProcessScheduler {
 }
 
 impl LocalProcessScheduler {
-    /// A scheduler for `config`; starts its spawner thread.
-    pub fn new(config: LocalSchedulerConfig) -> io::Result<Self> {
+    /// A scheduler for `config`; starts its spawner thread. Tasks run in their own folders,
+    /// so a relative root (`.nodefleet`) and a relative program path with a folder in it
+    /// (`tools/.../anvil`) are taken from the caller's working directory; a bare program
+    /// name (`sh`) is still looked up in `PATH`.
+    pub fn new(mut config: LocalSchedulerConfig) -> io::Result<Self> {
+        config.root = std::path::absolute(&config.root)?;
+        let program = &config.command.program;
+        if program.is_relative() && program.components().count() > 1 {
+            config.command.program = std::path::absolute(program)?;
+        }
         let tasks = Arc::new(Mutex::new(Tasks::default()));
         let (sender, receiver) = mpsc::channel();
         let thread_tasks = Arc::clone(&tasks);

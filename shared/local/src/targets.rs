@@ -48,8 +48,8 @@ use tokio::time::Instant;
 /// the reactor however many nodes hang.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a target that has never passed a probe stays `Initial`: the time a local node is
-/// given to start answering ([`crate::process::START_TIMEOUT`]).
-pub const INITIAL_GRACE: Duration = crate::process::START_TIMEOUT;
+/// given to start answering ([`crate::node::START_TIMEOUT`]).
+pub const INITIAL_GRACE: Duration = crate::node::START_TIMEOUT;
 /// How long a deregistered target is reported `Draining`: none by default, since nothing
 /// local keeps connections open to a node being removed.
 pub const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::ZERO;

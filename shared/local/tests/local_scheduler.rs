@@ -12,7 +12,7 @@ use nodefleet_local::scheduler::{
     LocalProcessScheduler, LocalSchedulerConfig, LocalZone, NodeCommand, default_zones,
 };
 use nodefleet_local::targets::{HealthCheck, LocalTargetRegistry};
-use nodefleet_local::{process, tools};
+use nodefleet_local::{node, tools};
 use nodefleet_ports::contract::scheduler::{CapacityFixture, SchedulerFixture};
 use nodefleet_ports::model::unique_suffix;
 use nodefleet_ports::{
@@ -517,6 +517,48 @@ async fn a_program_that_cannot_run_is_an_invalid_request_and_leaves_nothing() {
     assert_eq!(folders, 0, "the failed task's folder is removed");
 }
 
+/// `path` (absolute) as a path relative to the working directory: `../..` up to the root,
+/// then `path`.
+fn relative_to_cwd(path: &Path) -> PathBuf {
+    let ups = std::env::current_dir().unwrap().components().count() - 1;
+    std::iter::repeat_n(std::path::Component::ParentDir.as_os_str(), ups)
+        .chain(path.components().skip(1).map(|c| c.as_os_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_relative_root_and_program_path_are_taken_from_the_callers_working_directory() {
+    // Tasks run in their own folders, so `tools/.../anvil` and `.nodefleet` (how
+    // `nodefleet up` names them by default) must not be looked up from there.
+    let dir = TempDir::new("relative");
+    let script = dir.0.join("node.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$NODEFLEET_DATA_DIR\" > \"$NODEFLEET_DATA_DIR/where.tmp\" && mv \"$NODEFLEET_DATA_DIR/where.tmp\" \"$NODEFLEET_DATA_DIR/where\"\nexec sleep 1000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (root, program) = (relative_to_cwd(&dir.0), relative_to_cwd(&script));
+    assert!(root.is_relative() && program.is_relative());
+    let scheduler = LocalProcessScheduler::new(config(
+        &root,
+        NodeCommand::new(&program, Vec::<String>::new()),
+    ))
+    .unwrap();
+    let resolved = &scheduler.config().command.program;
+    assert!(resolved.is_absolute(), "{}", resolved.display());
+    assert_eq!(
+        resolved.canonicalize().unwrap(),
+        script.canonicalize().unwrap()
+    );
+    let task = launch_one(&scheduler, &request("local-a", "relative", 1)).await;
+    let data_dir = scheduler.data_dir(&task.id);
+    assert!(data_dir.is_absolute(), "{}", data_dir.display());
+    let told = wait_for_file(&data_dir.join("where")).await;
+    assert_eq!(Path::new(told.trim()), data_dir);
+    assert!(is_alive(scheduler.pid(&task.id).unwrap()));
+}
+
 #[test]
 fn a_task_outlives_the_thread_and_runtime_that_launched_it() {
     let dir = TempDir::new("thread");
@@ -660,8 +702,8 @@ async fn anvil_nodes_answer_and_are_healthy_behind_the_local_registry() {
 
     for target in &targets {
         let addr = format!("{}:{}", target.id, target.port).parse().unwrap();
-        let deadline = Instant::now() + process::START_TIMEOUT;
-        while process::block_number(addr).await.is_none() {
+        let deadline = Instant::now() + node::START_TIMEOUT;
+        while node::block_number(addr).await.is_none() {
             assert!(Instant::now() < deadline, "anvil on {addr} never answered");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

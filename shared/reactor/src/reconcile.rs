@@ -53,6 +53,13 @@
 //! store was unavailable) is planned again, as an [`Action::AdoptTask`], by every later
 //! reconcile until a save succeeds (planner rule 7).
 //!
+//! After the actions, records follow the health of their current task's target as observed:
+//! healthy makes a `Launching`, `Hydrating`, `Syncing` or `Unhealthy` record `Serving`, and
+//! unhealthy makes a `Serving` record `Unhealthy` (an `initial` target changes nothing: it is
+//! still starting). Only records whose task is live are touched, each re-read first, so a
+//! record an action just moved to another task is left for the next reconcile. These states
+//! are for operators (`nodefleet status`); the planner judges nodes by tasks and targets.
+//!
 //! # Audit
 //!
 //! Every action this executor performed or attempted, and every alert, appends an audit
@@ -63,7 +70,7 @@
 use std::time::Duration;
 
 use nodefleet_ports::{
-    AuditEvent, LaunchRequest, NodeId, NodeRecord, NodeState, Scheduler, SchedulerError,
+    AuditEvent, LaunchRequest, NodeId, NodeRecord, NodeState, Role, Scheduler, SchedulerError,
     StateError, StateStore, Target, TargetRegistry, TargetState, TaskId, TaskInfo, TaskStatus,
     Timestamp, Version, Zone, target_for_task,
 };
@@ -291,6 +298,7 @@ pub async fn execute(
     for action in &plan.actions {
         executor.perform(action).await;
     }
+    executor.follow_health().await;
     executor.report
 }
 
@@ -687,6 +695,56 @@ impl Executor<'_> {
         match self.ports.state.save_node(&updated).await {
             Ok(_) => Outcome::Done("done".to_owned()),
             Err(error) => Outcome::Failed(format!("{FAILED}{error}")),
+        }
+    }
+
+    /// Records follow their current task's target health (see the module doc).
+    async fn follow_health(&mut self) {
+        let observed = self.observed;
+        for seen in &observed.nodes {
+            if seen.role != Role::Serving || self.health_state_of(seen).is_none() {
+                continue;
+            }
+            let record = match self.ports.state.get_node(&seen.id).await {
+                Ok(Some(record)) if record.task == seen.task => record,
+                Ok(_) => continue,
+                Err(error) => {
+                    self.warn(format!("could not read node {}: {error}", seen.id));
+                    continue;
+                }
+            };
+            let Some(next) = self.health_state_of(&record) else {
+                continue;
+            };
+            tracing::info!(node = %record.id, from = ?record.state, to = ?next, "node record state");
+            let mut updated = record;
+            updated.state = next;
+            updated.updated_at = self.now;
+            self.save(updated).await;
+        }
+    }
+
+    /// The state `record` should have by its live task's observed target health, if that
+    /// says anything.
+    fn health_state_of(&self, record: &NodeRecord) -> Option<NodeState> {
+        let task_id = record.task.as_ref()?;
+        let task = self
+            .observed
+            .tasks
+            .iter()
+            .find(|t| &t.id == task_id && is_live(t))?;
+        let target = self.target_of(task)?;
+        let health = self.observed.targets.iter().find(|h| h.target == target)?;
+        match (health.state, record.state) {
+            (
+                TargetState::Healthy,
+                NodeState::Launching
+                | NodeState::Hydrating
+                | NodeState::Syncing
+                | NodeState::Unhealthy,
+            ) => Some(NodeState::Serving),
+            (TargetState::Unhealthy, NodeState::Serving) => Some(NodeState::Unhealthy),
+            _ => None,
         }
     }
 

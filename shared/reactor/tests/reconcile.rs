@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nodefleet_ports::fakes::targets::RegistryCall;
 use nodefleet_ports::{
-    NODE_RPC_PORT, NetworkMode, PlacementFailure, StateStore, Zone, target_for_task,
+    NODE_RPC_PORT, NetworkMode, NodeState, PlacementFailure, StateStore, Zone, target_for_task,
 };
 use nodefleet_reactor::planner::{Action, AlertKind, plan};
 use nodefleet_reactor::reconcile::{Outcome, ReconcileMemory, execute, observe, reconcile};
@@ -317,4 +317,61 @@ async fn a_storm_is_alerted_and_audited_and_launches_nothing() {
         "{kinds:?}"
     );
     assert!(!kinds.iter().any(|k| k == "reactor.launch"));
+}
+
+#[tokio::test]
+async fn records_follow_their_targets_health() {
+    let world = World::new().await;
+    // Node 1 was just registered (the executor leaves it `Syncing`); node 2's target fails.
+    let mut syncing = world.state.get_node(&node(1)).await.unwrap().unwrap();
+    syncing.state = NodeState::Syncing;
+    world.state.save_node(&syncing).await.unwrap();
+    world
+        .registry
+        .set_unhealthy(&world.tasks[2].1, "connection refused");
+    // Node 3 is initial (still starting): its record is left alone.
+    world.registry.set_health(
+        &world.tasks[3].1,
+        nodefleet_ports::TargetState::Initial,
+        Some("Elb.InitialHealthChecking"),
+        None,
+    );
+
+    let outcome = reconcile(
+        world.ports(),
+        &world.desired,
+        &ReconcileMemory::new(now()),
+        &[],
+        "reactor-a",
+        now(),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.report.warnings.is_empty(), "{:?}", outcome.report);
+    let state_of = |index| {
+        let state = &world.state;
+        async move { state.get_node(&node(index)).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state_of(0).await, NodeState::Serving);
+    assert_eq!(state_of(1).await, NodeState::Serving);
+    assert_eq!(state_of(2).await, NodeState::Unhealthy);
+    assert_eq!(state_of(3).await, NodeState::Serving);
+
+    // Healthy again: serving again. A dead node's record keeps its state (the planner judges
+    // it lost by its task, and its replacement takes the record over).
+    world.registry.clear_health(&world.tasks[2].1);
+    world.kill(4);
+    let later = now().plus(Duration::from_secs(60));
+    reconcile(
+        world.ports(),
+        &world.desired,
+        &outcome.memory,
+        &[],
+        "reactor-a",
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(state_of(2).await, NodeState::Serving);
+    assert_eq!(state_of(4).await, NodeState::Serving);
 }

@@ -1,0 +1,382 @@
+//! `nodefleet up` heals itself, from the outside: with two clients reading through the
+//! gateway all along, one node is killed outright; the fleet is back to three healthy nodes
+//! on its own, the dead node replaced by a new process, and not one read failed.
+//! `nodefleet status` shows the fleet, and says so (exit 1) when no `up` is running.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nodefleet_local::status::{FleetStatus, STALE_AFTER, process_start_time};
+use nodefleet_ports::Timestamp;
+use nodefleet_testkit::anvil;
+use nodefleet_testkit::client::{client, try_post};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Bound of every wait on the fleet (start, recovery): a replacement takes about a second;
+/// this is for a loaded two-core CI machine.
+const WAIT: Duration = Duration::from_secs(60);
+/// How often each client sends a read: a steady stream, so the kill lands mid-traffic.
+const READ_EVERY: Duration = Duration::from_millis(15);
+/// Reads per client at most (the clients stop long before: this bounds the loop whatever
+/// happens): `WAIT` twice over at one read per `READ_EVERY`.
+const MAX_READS: usize = 8_000;
+/// The first account of anvil's default mnemonic (it holds 10,000 ETH).
+const FUNDED: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+
+fn nodefleet() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nodefleet"));
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    command
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nodefleet-heal-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `nodefleet status --dir DIR [--json]`: (exit code, stdout, stderr).
+async fn status(dir: &Path, json: bool) -> (i32, String, String) {
+    let mut command = nodefleet();
+    command.arg("status").arg("--dir").arg(dir);
+    if json {
+        command.arg("--json");
+    }
+    let output = command.output().await.unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Polls `status --json` until `done` holds; panics with the last answer after [`WAIT`].
+async fn wait_status(dir: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        let (code, stdout, stderr) = status(dir, true).await;
+        if code == 0 {
+            let value: Value = serde_json::from_str(&stdout).unwrap();
+            if done(&value) {
+                return value;
+            }
+            last = Some(value);
+        } else {
+            last = Some(Value::String(stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} not within {WAIT:?}; last status: {last:#?}");
+}
+
+fn nodes(status: &Value) -> &Vec<Value> {
+    status["nodes"].as_array().unwrap()
+}
+
+fn all_healthy(status: &Value, count: usize) -> bool {
+    let nodes = nodes(status);
+    nodes.len() == count
+        && nodes
+            .iter()
+            .all(|n| n["healthy"] == true && n["pid"].is_u64() && n["head_block"].is_u64())
+}
+
+fn alive(pid: u64) -> bool {
+    process_start_time(u32::try_from(pid).unwrap()).is_some()
+}
+
+/// Reads stdout lines until one contains `needle`; returns it.
+async fn line_with(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("stdout ended before {needle:?}");
+    };
+    tokio::time::timeout(WAIT * 2, read).await.expect(needle)
+}
+
+fn spawn_up(
+    dir: &Path,
+) -> (
+    Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut child = nodefleet()
+        .args([
+            "up",
+            "--nodes",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-install",
+            "--dir",
+        ])
+        .arg(dir)
+        .env("NODEFLEET_ANVIL", anvil::binary())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// What one client saw.
+#[derive(Debug, Default)]
+struct Reads {
+    ok: usize,
+    failures: Vec<String>,
+}
+
+/// Sends reads (`eth_blockNumber` and `eth_getBalance` in turn) through the gateway every
+/// [`READ_EVERY`] until `stop`, on one keep-alive client. A read counts as good only if it is
+/// HTTP 200 with a JSON-RPC `result`.
+async fn read_steadily(url: String, client_id: usize, stop: Arc<AtomicBool>) -> Reads {
+    let client = client();
+    let mut reads = Reads::default();
+    for i in 0..MAX_READS {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let body = if i % 2 == 0 {
+            format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_blockNumber","params":[]}}"#)
+        } else {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_getBalance","params":["{FUNDED}","latest"]}}"#
+            )
+        };
+        let sent = Instant::now();
+        match try_post(&client, &url, body).await {
+            Ok(answer) => {
+                let json: Option<Value> = serde_json::from_str(&answer.body).ok();
+                let result = json
+                    .as_ref()
+                    .and_then(|j| j.get("result"))
+                    .and_then(Value::as_str);
+                if answer.status == 200 && result.is_some_and(|r| r.starts_with("0x")) {
+                    reads.ok += 1;
+                } else {
+                    reads.failures.push(format!(
+                        "client {client_id} read {i}: HTTP {} {}",
+                        answer.status, answer.body
+                    ));
+                }
+            }
+            Err(error) => reads
+                .failures
+                .push(format!("client {client_id} read {i}: {error}")),
+        }
+        tokio::time::sleep(READ_EVERY.saturating_sub(sent.elapsed())).await;
+    }
+    reads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_replaced_by_the_fleet_itself_and_no_read_fails() {
+    let dir = temp_dir("kill");
+    let (mut up, mut lines) = spawn_up(&dir);
+    let line = line_with(&mut lines, "JSON-RPC at").await;
+    let url = line.rsplit(' ').next().unwrap().to_owned();
+
+    // Healthy as soon as the registry's check passes; `serving` in the record from the
+    // reconcile after.
+    let before = wait_status(&dir, "three healthy serving nodes", |s| {
+        all_healthy(s, 3) && nodes(s).iter().all(|n| n["state"] == "serving")
+    })
+    .await;
+    assert_eq!(before["gateway"], url.as_str());
+    assert_eq!(before["up_pid"], u64::from(up.id().unwrap()));
+    let zones: Vec<&str> = nodes(&before)
+        .iter()
+        .map(|n| n["zone"].as_str().unwrap())
+        .collect();
+    assert_eq!(zones, ["local-a", "local-b", "local-c"]);
+    for node in nodes(&before) {
+        assert!(node["snapshot_id"].is_null(), "bare anvil hydrates nothing");
+    }
+    let (table_code, table, _) = status(&dir, false).await;
+    assert_eq!(table_code, 0);
+    assert!(table.contains("3 of 3 nodes healthy"), "{table}");
+
+    // Two clients read steadily through the gateway from before the kill to after the
+    // recovery.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|id| tokio::spawn(read_steadily(url.clone(), id, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let victim = &nodes(&before)[0];
+    let (victim_id, old_pid, old_task) = (
+        victim["id"].as_str().unwrap().to_owned(),
+        victim["pid"].as_u64().unwrap(),
+        victim["task"].as_str().unwrap().to_owned(),
+    );
+    let killed = Instant::now();
+    let signalled = std::process::Command::new("kill")
+        .args(["-9", &old_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+
+    let after = wait_status(&dir, "the killed node replaced", |s| {
+        all_healthy(s, 3)
+            && nodes(s)
+                .iter()
+                .any(|n| n["id"] == victim_id.as_str() && n["task"] != old_task.as_str())
+    })
+    .await;
+    let recovered = killed.elapsed();
+    // Keep reading a while with the replacement in rotation.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut ok = 0;
+    let mut failures = Vec::new();
+    for client in clients {
+        let reads = client.await.unwrap();
+        ok += reads.ok;
+        failures.extend(reads.failures);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed reads: {failures:#?}",
+        failures.len()
+    );
+    assert!(ok >= 100, "the clients read steadily: only {ok} reads");
+
+    let ids = |s: &Value| -> Vec<String> {
+        nodes(s)
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(&after),
+        ids(&before),
+        "the node count stays three, same nodes"
+    );
+    let replacement = nodes(&after)
+        .iter()
+        .find(|n| n["id"] == victim_id.as_str())
+        .unwrap();
+    let new_pid = replacement["pid"].as_u64().unwrap();
+    assert_ne!(new_pid, old_pid);
+    assert!(alive(new_pid), "the replacement runs");
+    assert!(!alive(old_pid), "the killed node is gone");
+    assert_eq!(replacement["zone"], victim["zone"]);
+    eprintln!("recovered in {recovered:?}; {ok} reads, none failed");
+
+    // The loop's log tells the story: the exit, the replacement launch, the new node ready.
+    let log = std::fs::read_to_string(dir.join("reactor.log")).unwrap();
+    let events: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "nodefleet::fleet")
+        .collect();
+    let has = |event: &str, test: &dyn Fn(&Value) -> bool| {
+        events.iter().any(|e| e["event"] == event && test(e))
+    };
+    assert!(has("task_exit", &|e| e["task"] == old_task.as_str()
+        && e["reason"] == "killed by signal 9"));
+    assert!(has("action", &|e| e["action"] == "launch"
+        && e["node"] == victim_id.as_str()
+        && e["key"].as_str().is_some_and(
+            |k| k.starts_with(&format!("replace/{victim_id}/{old_task}/"))
+        )));
+    assert!(has("node_ready", &|e| e["task"] == replacement["task"]));
+
+    // Ctrl-C: the command exits 0, no node is left, and status says nothing runs.
+    let up_pid = up.id().unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &up_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exit = tokio::time::timeout(WAIT, up.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    for node in nodes(&after) {
+        assert!(!alive(node["pid"].as_u64().unwrap()), "{node} left behind");
+    }
+    let (code, _, stderr) = status(&dir, true).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no nodefleet up is running"), "{stderr}");
+}
+
+#[tokio::test]
+async fn status_says_no_fleet_runs_when_there_is_no_file_a_dead_writer_or_a_stale_file() {
+    let dir = temp_dir("status");
+    for json in [false, true] {
+        let (code, stdout, stderr) = status(&dir, json).await;
+        assert_eq!(code, 1);
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(
+            stderr.starts_with("error: no nodefleet up is running in"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("status.json does not exist"), "{stderr}");
+    }
+
+    let now = Timestamp::now();
+    let written = FleetStatus {
+        up_pid: std::process::id(),
+        up_started: process_start_time(std::process::id()),
+        gateway: "http://127.0.0.1:9".into(),
+        desired_nodes: 3,
+        zones: vec!["local-a".into()],
+        updated_at: now,
+        last_error: None,
+        nodes: Vec::new(),
+    };
+    // A writer that is alive and fresh: running (this test process stands in for `up`).
+    written.write(&dir).unwrap();
+    let (code, stdout, stderr) = status(&dir, false).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("0 of 3 nodes healthy"), "{stdout}");
+
+    // A writer that was killed: its process is gone.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = child.id();
+    child.wait().unwrap();
+    FleetStatus {
+        up_pid: gone_pid,
+        up_started: None,
+        ..written.clone()
+    }
+    .write(&dir)
+    .unwrap();
+    let (code, _, stderr) = status(&dir, true).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("its process {gone_pid} is gone")),
+        "{stderr}"
+    );
+
+    // A writer alive but silent for longer than the staleness bound.
+    FleetStatus {
+        updated_at: now.minus(STALE_AFTER * 2),
+        ..written
+    }
+    .write(&dir)
+    .unwrap();
+    let (code, _, stderr) = status(&dir, false).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("has not updated its status"), "{stderr}");
+}
