@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -16,11 +18,7 @@ use nodefleet_testkit::client::request;
 use tokio::process::{Child, Command};
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("nodefleet-agent-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("agent-cli", name)
 }
 
 fn free_port() -> u16 {

@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
+mod support;
+
+use support::nodefleet;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,17 +18,8 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-fn nodefleet() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nodefleet"));
-    command.stdin(Stdio::null()).kill_on_drop(true);
-    command
-}
-
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nodefleet-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("cli", name)
 }
 
 /// Runs to completion and returns (exit code, stderr).

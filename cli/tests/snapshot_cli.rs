@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
+mod support;
+
+use support::nodefleet;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,20 +17,8 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::process::Command;
 
-fn nodefleet() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nodefleet"));
-    command.stdin(Stdio::null()).kill_on_drop(true);
-    command
-}
-
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "nodefleet-snapshot-cli-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("snapshot-cli", name)
 }
 
 /// Runs to completion: (exit code, stdout, stderr).

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
+mod support;
+
+use support::nodefleet;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use nodefleet_testkit::anvil;
 use nodefleet_testkit::client::{client, try_post};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Bound of every wait on the fleet (start, recovery): a replacement takes about a second;
 /// this is for a loaded two-core CI machine.
@@ -30,17 +34,8 @@ const MAX_READS: usize = 8_000;
 /// The first account of anvil's default mnemonic (it holds 10,000 ETH).
 const FUNDED: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 
-fn nodefleet() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nodefleet"));
-    command.stdin(Stdio::null()).kill_on_drop(true);
-    command
-}
-
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nodefleet-heal-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("heal", name)
 }
 
 /// `nodefleet status --dir DIR [--json]`: (exit code, stdout, stderr).

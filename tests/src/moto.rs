@@ -125,14 +125,7 @@ pub async fn keep_ecs_tasks_where_they_are() {
 /// A name unique to this test run, lower case, at most 32 characters (valid for a bucket,
 /// table, cluster or target group).
 pub fn unique_name(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = format!("{prefix}-{:x}-{count:x}-{nanos:x}", std::process::id()).to_lowercase();
+    let name = format!("{prefix}-{}", nodefleet_ports::model::unique_suffix()).to_lowercase();
     name.chars()
         .take(32)
         .collect::<String>()

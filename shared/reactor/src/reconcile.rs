@@ -339,14 +339,24 @@ pub async fn reconcile(
     let observed_at = std::time::Instant::now();
     let plan = plan(desired, &observed, now, &memory.budget);
     let planned_at = std::time::Instant::now();
-    tracing::info!(
-        actions = plan.actions.len(),
-        decisions = plan.decisions.len(),
-        unhealthy = plan.summary.unhealthy,
-        lost = plan.summary.lost,
-        storm = plan.summary.storm,
-        "reconcile planned"
-    );
+    // A plan with nothing to do is the steady state of every tick: debug, not a log line a
+    // second in the local fleet (or a minute in the Lambda) saying nothing happened.
+    if plan.actions.is_empty() {
+        tracing::debug!(
+            decisions = plan.decisions.len(),
+            nodes = plan.summary.nodes,
+            "reconcile planned nothing"
+        );
+    } else {
+        tracing::info!(
+            actions = plan.actions.len(),
+            decisions = plan.decisions.len(),
+            unhealthy = plan.summary.unhealthy,
+            lost = plan.summary.lost,
+            storm = plan.summary.storm,
+            "reconcile planned"
+        );
+    }
     let report = execute(&plan, ports, desired, &observed, owner, now).await;
     let timings = ReconcileTimings {
         observe: observed_at.duration_since(started),
