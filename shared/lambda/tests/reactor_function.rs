@@ -271,3 +271,71 @@ async fn launch_failures_are_counted_by_reason() {
         json!([["Fleet", "Reason"]])
     );
 }
+
+/// Every sample event the reactor is wired to (AWS's published shapes, kept as fixtures in
+/// shared/reactor) wakes one reconcile through the Lambda's handler, with its kind named.
+#[tokio::test]
+async fn every_trigger_fixture_wakes_a_reconcile() {
+    let fixtures = [
+        ("alarm-unhealthy-host-count.json", "alarm"),
+        ("alarm-metric-math.json", "alarm"),
+        ("alarm-composite.json", "alarm"),
+        ("ecs-task-stopped.json", "task_stopped"),
+        ("ecs-task-running.json", "task_change"),
+        ("spot-interruption-warning.json", "spot_interruption"),
+        ("scheduled-event.json", "schedule"),
+        ("ec2-instance-state-change.json", "unknown"),
+        // Another cluster's task: not the fleet's, nothing is read or launched.
+        ("ecs-task-running-fargate-foreign.json", "task_change"),
+    ];
+    let mut vars = base();
+    vars.insert("SERVING_NODES", "3");
+    vars.insert("ZONES", "zone-a,zone-b,zone-c");
+    // The ECS fixtures are of cluster `nodefleet`, task group `nodefleet:mainnet`.
+    vars.insert("CLUSTER", "nodefleet");
+    let env = read(&vars).unwrap();
+    for (name, kind) in fixtures {
+        let path = format!(
+            "{}/../reactor/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let event: Value = serde_json::from_str(&text).unwrap();
+        let scheduler = FakeScheduler::with_zones(["zone-a", "zone-b", "zone-c"], 4);
+        let now = Timestamp::from_millis(1_800_000_000_000);
+        scheduler.set_now(now);
+        let registry = FakeTargetRegistry::healthy_after(0);
+        let state = EmbeddedStateStore::in_memory().unwrap();
+        let ports = Ports {
+            state: &state,
+            scheduler: &scheduler,
+            registry: &registry,
+        };
+        let handled = handle_event(
+            ports,
+            &env.settings("req"),
+            "mainnet",
+            &event,
+            now,
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(handled.answer["trigger"], kind, "{name}");
+        if name.contains("foreign") {
+            assert_eq!(handled.answer["reconciled"], false, "{name}");
+            assert!(scheduler.launches().is_empty(), "{name}");
+            continue;
+        }
+        assert_eq!(
+            handled.answer["reconciled"], true,
+            "{name}: {}",
+            handled.answer
+        );
+        assert_eq!(
+            handled.answer["started"].as_array().unwrap().len(),
+            3,
+            "{name}: an empty fleet is filled whatever woke the reconcile"
+        );
+    }
+}
