@@ -128,17 +128,7 @@ async fn line_with(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     needle: &str,
 ) -> String {
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains(needle) {
-                return line;
-            }
-        }
-        panic!("stdout ended before {needle:?}");
-    };
-    tokio::time::timeout(Duration::from_secs(120), read)
-        .await
-        .expect(needle)
+    support::line_with(lines, needle, Duration::from_secs(120)).await
 }
 
 fn spawn_with_stdout(

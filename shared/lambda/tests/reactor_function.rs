@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nodefleet_aws::ecs::{EcsLaunch, EcsNetwork};
 use nodefleet_lambda::env::{Env, EnvError};
-use nodefleet_lambda::reactor::{ReactorEnv, handle_event};
+use nodefleet_lambda::reactor::{Handled, ReactorEnv, handle_event};
 use nodefleet_local::EmbeddedStateStore;
 use nodefleet_ports::fakes::{FakeScheduler, FakeTargetRegistry};
 use nodefleet_ports::{Timestamp, Zone};
@@ -33,6 +33,41 @@ fn base() -> HashMap<&'static str, &'static str> {
 fn read(vars: &HashMap<&'static str, &'static str>) -> Result<ReactorEnv, EnvError> {
     let var = |name: &str| vars.get(name).map(|v| (*v).to_owned());
     ReactorEnv::from_env(Env::new(&var))
+}
+
+/// When the handler runs: a fixed `now`, so timestamps in the answer are known.
+const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+/// Room per fake zone: more than the three-node fleets here need.
+const ZONE_CAPACITY: u32 = 4;
+
+/// Hands `event` to the handler on empty fakes (zones a, b and c, zone-c with
+/// `zone_c_capacity`); returns what it produced and the scheduler to inspect.
+async fn handle_on_fakes(
+    env: &ReactorEnv,
+    zone_c_capacity: u32,
+    event: &Value,
+) -> (Handled, FakeScheduler) {
+    let scheduler = FakeScheduler::with_zones(["zone-a", "zone-b", "zone-c"], ZONE_CAPACITY);
+    scheduler.set_capacity(&Zone::new("zone-c"), zone_c_capacity);
+    scheduler.set_now(NOW);
+    let registry = FakeTargetRegistry::healthy_after(0);
+    let state = EmbeddedStateStore::in_memory().unwrap();
+    let ports = Ports {
+        state: &state,
+        scheduler: &scheduler,
+        registry: &registry,
+    };
+    let handled = handle_event(
+        ports,
+        &env.settings("req"),
+        "mainnet",
+        event,
+        NOW,
+        Instant::now(),
+    )
+    .await
+    .unwrap();
+    (handled, scheduler)
 }
 
 #[test]
@@ -162,32 +197,13 @@ async fn a_schedule_event_fills_the_fleet_and_reports_metrics() {
     vars.insert("ZONES", "zone-a,zone-b,zone-c");
     vars.insert("CLUSTER", "nodefleet");
     let env = read(&vars).unwrap();
-    let scheduler = FakeScheduler::with_zones(["zone-a", "zone-b", "zone-c"], 4);
-    let now = Timestamp::from_millis(1_800_000_000_000);
-    scheduler.set_now(now);
-    let registry = FakeTargetRegistry::healthy_after(0);
-    let state = EmbeddedStateStore::in_memory().unwrap();
-    let ports = Ports {
-        state: &state,
-        scheduler: &scheduler,
-        registry: &registry,
-    };
     let event = json!({
         "version": "0", "id": "tick", "detail-type": "Scheduled Event", "source": "aws.events",
         "account": "123456789012", "time": "2027-01-15T08:00:00Z", "region": "us-east-1",
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/nodefleet-reactor"],
         "detail": {}
     });
-    let handled = handle_event(
-        ports,
-        &env.settings("req-1"),
-        "mainnet",
-        &event,
-        now,
-        Instant::now(),
-    )
-    .await
-    .unwrap();
+    let (handled, _) = handle_on_fakes(&env, ZONE_CAPACITY, &event).await;
     assert_eq!(handled.answer["trigger"], "schedule");
     assert_eq!(handled.answer["reconciled"], true);
     assert_eq!(handled.answer["started"].as_array().unwrap().len(), 3);
@@ -222,7 +238,7 @@ async fn a_schedule_event_fills_the_fleet_and_reports_metrics() {
     assert_eq!(main["Fleet"], "mainnet");
     assert_eq!(main["NodesLaunched"], 3.0);
     assert_eq!(main["ReplacementsLaunched"], 0.0);
-    assert_eq!(main["_aws"]["Timestamp"], now.as_millis());
+    assert_eq!(main["_aws"]["Timestamp"], NOW.as_millis());
     assert_eq!(
         handled.metrics.len(),
         1,
@@ -237,27 +253,12 @@ async fn launch_failures_are_counted_by_reason() {
     vars.insert("ZONES", "zone-a,zone-b,zone-c");
     let env = read(&vars).unwrap();
     // zone-c has no room: its fill fails with RESOURCE:MEMORY.
-    let scheduler = FakeScheduler::with_zones(["zone-a", "zone-b", "zone-c"], 4);
-    scheduler.set_capacity(&Zone::new("zone-c"), 0);
-    let now = Timestamp::from_millis(1_800_000_000_000);
-    scheduler.set_now(now);
-    let registry = FakeTargetRegistry::healthy_after(0);
-    let state = EmbeddedStateStore::in_memory().unwrap();
-    let ports = Ports {
-        state: &state,
-        scheduler: &scheduler,
-        registry: &registry,
-    };
-    let handled = handle_event(
-        ports,
-        &env.settings("req-2"),
-        "mainnet",
+    let (handled, _) = handle_on_fakes(
+        &env,
+        0,
         &json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}),
-        now,
-        Instant::now(),
     )
-    .await
-    .unwrap();
+    .await;
     let by_reason: Vec<&Value> = handled
         .metrics
         .iter()
@@ -301,26 +302,7 @@ async fn every_trigger_fixture_wakes_a_reconcile() {
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let event: Value = serde_json::from_str(&text).unwrap();
-        let scheduler = FakeScheduler::with_zones(["zone-a", "zone-b", "zone-c"], 4);
-        let now = Timestamp::from_millis(1_800_000_000_000);
-        scheduler.set_now(now);
-        let registry = FakeTargetRegistry::healthy_after(0);
-        let state = EmbeddedStateStore::in_memory().unwrap();
-        let ports = Ports {
-            state: &state,
-            scheduler: &scheduler,
-            registry: &registry,
-        };
-        let handled = handle_event(
-            ports,
-            &env.settings("req"),
-            "mainnet",
-            &event,
-            now,
-            Instant::now(),
-        )
-        .await
-        .unwrap();
+        let (handled, scheduler) = handle_on_fakes(&env, ZONE_CAPACITY, &event).await;
         assert_eq!(handled.answer["trigger"], kind, "{name}");
         if name.contains("foreign") {
             assert_eq!(handled.answer["reconciled"], false, "{name}");

@@ -187,22 +187,20 @@ pub fn fleet_config(nodes: u32, zones: u32) -> FleetConfig {
 }
 
 /// The one place the loop reconciles: the reactor's service, as the Lambda runs it (config
-/// and memory read from and saved to the state store), woken by `trigger`.
+/// and memory read from and saved to the state store), woken by `trigger`. `None` if the
+/// service found the trigger not the fleet's (the local settings admit every trigger).
 pub async fn reconcile_step(
     ports: Ports<'_>,
     settings: &ReactorSettings,
     trigger: &Trigger,
     now: Timestamp,
-) -> Result<ReconcileOutcome, ReactorError> {
-    match service::run(ports, settings, &Ok(trigger.clone()), now).await? {
-        ReactorRun::Reconciled(reconciled) => Ok(reconciled.outcome),
-        // The local settings admit every trigger; a refusal would mean nothing to do.
-        ReactorRun::NotOurs { trigger } => Err(ReactorError::Observe(ObserveError::State(
-            StateError::Backend {
-                message: format!("the local fleet refused its own {trigger} trigger"),
-            },
-        ))),
-    }
+) -> Result<Option<ReconcileOutcome>, ReactorError> {
+    Ok(
+        match service::run(ports, settings, &Ok(trigger.clone()), now).await? {
+            ReactorRun::Reconciled(reconciled) => Some(reconciled.outcome),
+            ReactorRun::NotOurs { .. } => None,
+        },
+    )
 }
 
 /// One node as the loop sees it after a reconcile.
@@ -467,7 +465,8 @@ impl HealingFleet {
             let started = Instant::now();
             let result = reconcile_step(self.ports(), &settings, &tick, now).await;
             let (acted, last_error) = match result {
-                Ok(outcome) => {
+                Ok(None) => (false, None),
+                Ok(Some(outcome)) => {
                     let acted = journal
                         .reconciled(&outcome, now, started.elapsed(), &self.scheduler)
                         .await;

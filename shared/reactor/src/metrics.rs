@@ -25,8 +25,8 @@ use std::time::Duration;
 use nodefleet_ports::Timestamp;
 use serde_json::{Value, json};
 
-use crate::planner::{Action, AlertKind};
-use crate::reconcile::{Outcome, ReconcileOutcome};
+use crate::planner::{Action, AlertKind, REPLACEMENT_KEY_PREFIX};
+use crate::reconcile::{Outcome, ReconcileOutcome, UNPLACED};
 
 /// The CloudWatch namespace of every nodefleet metric.
 pub const NAMESPACE: &str = "nodefleet";
@@ -104,6 +104,11 @@ pub fn reconcile_documents(
     let mut replacements = 0;
     let mut fills = 0;
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for failure in &outcome.report.launch_failures {
+        *failures
+            .entry(failure.reason.as_reason().to_owned())
+            .or_default() += 1;
+    }
     for done in &outcome.report.outcomes {
         let Action::Launch {
             idempotency_key, ..
@@ -112,26 +117,16 @@ pub fn reconcile_documents(
             continue;
         };
         match &done.outcome {
-            Outcome::Done(_) if idempotency_key.starts_with("replace/") => replacements += 1,
+            Outcome::Done(_) if idempotency_key.starts_with(REPLACEMENT_KEY_PREFIX) => {
+                replacements += 1;
+            }
             Outcome::Done(_) => fills += 1,
-            Outcome::Failed(_) => {}
-            Outcome::Skipped(_) => {}
+            // Unplaced launches are counted by their placement reasons above.
+            Outcome::Failed(detail) if !detail.starts_with(UNPLACED) => {
+                *failures.entry("error".to_owned()).or_default() += 1;
+            }
+            Outcome::Failed(_) | Outcome::Skipped(_) => {}
         }
-    }
-    for failure in &outcome.report.launch_failures {
-        *failures
-            .entry(failure.reason.as_reason().to_owned())
-            .or_default() += 1;
-    }
-    let errors = outcome
-        .report
-        .outcomes
-        .iter()
-        .filter(|o| matches!(o.action, Action::Launch { .. }))
-        .filter(|o| matches!(&o.outcome, Outcome::Failed(d) if !d.starts_with("unplaced")))
-        .count();
-    if errors > 0 {
-        *failures.entry("error".to_owned()).or_default() += errors;
     }
     let trips = outcome
         .plan

@@ -97,7 +97,7 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
 /// Outcome prefix of an attempt that failed with nothing started for sure.
-const UNPLACED: &str = "unplaced: ";
+pub const UNPLACED: &str = "unplaced: ";
 /// Outcome prefix of an attempt that failed and may or may not have happened.
 const FAILED: &str = "failed: ";
 

@@ -344,6 +344,10 @@ async fn latest_published(state: &dyn StateStore) -> Result<Option<SnapshotId>, 
         .map(|s| s.id))
 }
 
+fn parse_memory(record: &ControlState) -> Result<ReactorMemory, ReactorError> {
+    serde_json::from_str(&record.body).map_err(|e| ReactorError::CorruptMemory(e.to_string()))
+}
+
 /// The stored record (to save over) and the memory in it, or a fresh memory.
 async fn load_memory(
     state: &dyn StateStore,
@@ -353,8 +357,7 @@ async fn load_memory(
     let stored = state.get_control_state(MEMORY_NAME).await?;
     let mut memory = match &stored {
         None => ReactorMemory::new(settings.replacements_per_hour, now),
-        Some(record) => serde_json::from_str(&record.body)
-            .map_err(|e| ReactorError::CorruptMemory(e.to_string()))?,
+        Some(record) => parse_memory(record)?,
     };
     memory.resize_budget(settings.replacements_per_hour, now);
     Ok((stored, memory))
@@ -382,8 +385,7 @@ async fn save_memory(
             Err(StateError::Conflict { .. }) => {
                 stored = state.get_control_state(MEMORY_NAME).await?;
                 let Some(record) = &stored else { continue };
-                let mut theirs: ReactorMemory = serde_json::from_str(&record.body)
-                    .map_err(|e| ReactorError::CorruptMemory(e.to_string()))?;
+                let mut theirs = parse_memory(record)?;
                 memory.merge_into(before, &mut theirs, now);
                 to_save = theirs;
             }

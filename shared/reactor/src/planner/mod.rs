@@ -93,6 +93,10 @@ pub use budget::{
     ZoneBackoff, ZoneFailures,
 };
 
+/// What every replacement launch's idempotency key starts with (see the module doc), so
+/// metrics can tell replacements from fills.
+pub const REPLACEMENT_KEY_PREFIX: &str = "replace/";
+
 /// A share of the fleet, as a fraction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Share {
@@ -905,7 +909,7 @@ impl<'a> Planner<'a> {
             };
             let replaced = node.current.map(|t| &t.id).or(node.recorded_task);
             let mut key = format!(
-                "replace/{}/{}/{zone}",
+                "{REPLACEMENT_KEY_PREFIX}{}/{}/{zone}",
                 node.id,
                 replaced.map_or("none", TaskId::as_str)
             );
