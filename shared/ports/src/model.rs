@@ -201,6 +201,13 @@ pub struct SnapshotRecord {
     pub client_version: String,
     /// Object-store key of the manifest.
     pub manifest_key: String,
+    /// Raw bytes of the data dir it holds.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Bytes its upload wrote to the store (new packs and the manifest): what was not
+    /// already there from earlier snapshots.
+    #[serde(default)]
+    pub uploaded_bytes: u64,
     pub state: SnapshotState,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

@@ -100,6 +100,8 @@ pub fn sample_snapshot(id: &str) -> SnapshotRecord {
         client: "geth".to_owned(),
         client_version: "1.15.11".to_owned(),
         manifest_key: format!("manifests/{id}.json"),
+        bytes: 1_200_000_000_000,
+        uploaded_bytes: 3_000_000_000,
         state: SnapshotState::Uploading,
         created_at: T0,
         updated_at: T0,
