@@ -28,21 +28,29 @@ use serde_json::{Value, json};
 use crate::planner::{Action, AlertKind, REPLACEMENT_KEY_PREFIX};
 use crate::reconcile::{Outcome, ReconcileOutcome, UNPLACED};
 
-/// The CloudWatch namespace of every nodefleet metric.
+/// The CloudWatch namespace of every nodefleet metric (the snapshot updater's too, which
+/// builds its documents with [`document`]).
 pub const NAMESPACE: &str = "nodefleet";
 
 /// An EMF unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Milliseconds,
+    Seconds,
+    Bytes,
     Count,
+    /// A ratio or another plain number.
+    None,
 }
 
 impl Unit {
     fn as_str(self) -> &'static str {
         match self {
             Unit::Milliseconds => "Milliseconds",
+            Unit::Seconds => "Seconds",
+            Unit::Bytes => "Bytes",
             Unit::Count => "Count",
+            Unit::None => "None",
         }
     }
 }
@@ -56,6 +64,10 @@ pub struct Metric {
 }
 
 impl Metric {
+    pub fn new(name: &'static str, unit: Unit, value: f64) -> Metric {
+        Metric { name, unit, value }
+    }
+
     pub fn count(name: &'static str, value: usize) -> Metric {
         Metric {
             name,

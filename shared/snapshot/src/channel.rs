@@ -259,12 +259,14 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
     key: &str,
 ) -> Result<Option<T>, SnapshotError> {
     match store.get(key, None).await {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| SnapshotError::BadManifest {
-                snapshot: key.to_owned(),
-                reason: format!("unreadable: {e}"),
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| SnapshotError::BadManifest {
+                    snapshot: key.to_owned(),
+                    reason: format!("unreadable: {e}"),
+                })
+        }
         Err(ObjectError::NotFound { .. }) => Ok(None),
         Err(error) => Err(error.into()),
     }
@@ -324,7 +326,11 @@ mod tests {
         assert!(write_report(&store, &report).await.is_ok());
         let read = read_report(&store, "updater-1").await.ok().flatten();
         assert_eq!(read.as_ref(), Some(&report));
-        assert!(read.as_ref().and_then(|r| r.ack_of("r-1/quiesce")).is_some());
+        assert!(
+            read.as_ref()
+                .and_then(|r| r.ack_of("r-1/quiesce"))
+                .is_some()
+        );
         assert!(read.as_ref().and_then(|r| r.ack_of("r-1/upload")).is_none());
         assert!(remove(&store, "updater-1").await.is_ok());
         assert_eq!(read_report(&store, "updater-1").await.ok().flatten(), None);

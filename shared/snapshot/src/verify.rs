@@ -40,6 +40,12 @@ pub enum VerifyScope {
     /// pack exists and is long enough. What `create` runs before publishing: the packs it
     /// just wrote are read back, the ones it re-used were verified when they were new.
     ReadPacks(BTreeSet<String>),
+    /// Check that every pack exists and is long enough for every blob it holds (so every
+    /// chunk is there with its stored length), and read back and hash `chunks` chunks chosen
+    /// from all of them by `seed` (the same seed picks the same chunks). What the snapshot
+    /// updater runs before it publishes: cheap enough for a Lambda at any snapshot size,
+    /// while `create` already read back every pack it wrote.
+    Sample { chunks: u64, seed: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -315,6 +321,31 @@ pub(crate) fn check_blob(
     Ok(raw)
 }
 
+/// `count` distinct chunk indexes out of `total`, picked by `seed` (splitmix64): the same
+/// seed picks the same chunks, so a failed sample can be re-checked. All of them when
+/// `count` is at least `total`.
+pub(crate) fn sample_chunks(total: usize, count: u64, seed: u64) -> BTreeSet<u32> {
+    let total = u32::try_from(total).unwrap_or(u32::MAX);
+    if count >= u64::from(total) {
+        return (0..total).collect();
+    }
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut picked = BTreeSet::new();
+    // count < total <= u32::MAX, so the loop ends: each round adds one index with
+    // probability at least 1 - count/total.
+    while (picked.len() as u64) < count {
+        picked.insert((next() % u64::from(total)) as u32);
+    }
+    picked
+}
+
 /// One unit of verification work.
 enum Job {
     Read(RangePlan),
@@ -352,11 +383,32 @@ pub async fn verify(
     let mut packs: Vec<(&str, Vec<u32>)> = by_pack.into_iter().collect();
     packs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let pack_count = packs.len() as u64;
+    let sampled = match scope {
+        VerifyScope::Sample { chunks, seed } => {
+            sample_chunks(manifest.chunks.len(), *chunks, *seed)
+        }
+        _ => BTreeSet::new(),
+    };
     let mut jobs = Vec::new();
     for (pack, chunks) in packs {
         let read = match scope {
             VerifyScope::Everything => true,
             VerifyScope::ReadPacks(read) => read.contains(pack),
+            VerifyScope::Sample { .. } => {
+                let picked: Vec<u32> = chunks
+                    .iter()
+                    .copied()
+                    .filter(|c| sampled.contains(c))
+                    .collect();
+                if !picked.is_empty() {
+                    jobs.extend(
+                        plan_ranges(pack, &manifest.chunks, picked, VERIFY_MAX_RANGE, MAX_GAP)
+                            .into_iter()
+                            .map(Job::Read),
+                    );
+                }
+                false
+            }
         };
         if read {
             jobs.extend(
@@ -573,6 +625,46 @@ mod tests {
             }
             other => panic!("expected BadChunk, got {other}"),
         }
+    }
+
+    #[test]
+    fn samples_are_distinct_deterministic_and_capped() {
+        let a = sample_chunks(1000, 10, 42);
+        assert_eq!(a.len(), 10);
+        assert_eq!(a, sample_chunks(1000, 10, 42));
+        assert_ne!(a, sample_chunks(1000, 10, 43));
+        assert!(a.iter().all(|&c| c < 1000));
+        assert_eq!(sample_chunks(5, 10, 1).len(), 5);
+        assert!(sample_chunks(5, 0, 1).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sample_reads_its_chunks_and_heads_every_pack() {
+        let (store, manifest) = fixture().await;
+        let store = Arc::new(store);
+        // No chunk read: every pack is still checked for presence and length.
+        let none = VerifyScope::Sample { chunks: 0, seed: 7 };
+        let report = verify(store.clone(), &manifest, &none, 2).await.unwrap();
+        assert_eq!((report.chunks_checked, report.packs), (0, 2));
+        // All chunks sampled: a flipped byte is caught, as by a full verify.
+        store
+            .put(&pack_key("pp"), Bytes::from_static(b"aaaabXbb"))
+            .await
+            .unwrap();
+        let all = VerifyScope::Sample { chunks: 3, seed: 7 };
+        assert!(matches!(
+            verify(store.clone(), &manifest, &all, 2).await,
+            Err(SnapshotError::BadChunk { .. })
+        ));
+        // A pack cut short fails even an empty sample.
+        store
+            .put(&pack_key("qq"), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            verify(store, &manifest, &none, 2).await,
+            Err(SnapshotError::BadChunk { .. })
+        ));
     }
 
     #[tokio::test]
