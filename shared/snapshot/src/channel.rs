@@ -25,8 +25,11 @@
 //! and the agent runs a command id at most once per agent process, so **duplicate delivery
 //! is harmless**. A newer command replaces the older one: an upload still running when a
 //! resume arrives (the updater aborted the round) is abandoned, and nothing it uploaded is
-//! visible (an upload never publishes). A command is not started after its
-//! `expires_at_ms` (the updater has given up on it by then).
+//! visible (an upload never publishes). A quiesce or upload is not started after its
+//! `expires_at_ms` (the updater has given up on it by then); a **resume is always run**,
+//! however late: a client must never stay stopped because its resume came late. An agent
+//! that is quiesced for a round whose command is no longer that round's quiesce or upload
+//! resumes on its own, for the same reason.
 //!
 //! # Agent restarts
 //!

@@ -765,10 +765,10 @@ impl<'a> Machine<'a> {
             return;
         };
         match &seen.latest {
+            // Published by an earlier invocation that died before it saved: publishing again
+            // moves nothing and completes the catalog record.
             Some(latest) if latest.snapshot.as_str() == upload.snapshot => {
-                // Published by an earlier invocation that died before saving.
-                self.enter(Step::Resume);
-                self.issue(CommandAction::Resume);
+                self.effects.push(Effect::Publish { upload, chain });
             }
             Some(latest) if latest.block_height >= chain.block_height => self.abort(
                 AbortReason::NotNewer,
@@ -812,11 +812,9 @@ impl<'a> Machine<'a> {
                             chain
                         ),
                     );
-                } else if let (Some(upload), Some(chain)) =
-                    (self.round.upload.clone(), self.round.chain.clone())
-                {
+                } else {
+                    // The next tick publishes, after looking at `latest` afresh.
                     self.enter(Step::Publish);
-                    self.effects.push(Effect::Publish { upload, chain });
                 }
             }
             (Step::Verify, Input::Verified(Err(failure))) if !failure.retryable => {

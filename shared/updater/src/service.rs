@@ -550,6 +550,21 @@ impl Tick<'_> {
         let store = self.ports.store.as_ref();
         let current = catalog::latest(store).await.map_err(failure)?;
         if current.as_ref().map(|r| r.snapshot.as_str()) != Some(upload.snapshot.as_str()) {
+            // The machine checked this on its last look; someone may have published since
+            // (an operator's `nodefleet snapshot create --publish`).
+            if let Some(published) = self.published().await.map_err(|e| Failure {
+                retryable: e.is_retryable(),
+                detail: e.to_string(),
+            })? && published.block_height >= chain.block_height
+            {
+                return Err(Failure {
+                    detail: format!(
+                        "block {} is not newer than the published snapshot {}'s block {}",
+                        chain.block_height, published.snapshot, published.block_height
+                    ),
+                    retryable: false,
+                });
+            }
             let published = catalog::publish(store, &upload.snapshot, self.now.as_millis())
                 .await
                 .map_err(failure)?;
