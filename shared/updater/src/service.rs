@@ -414,6 +414,7 @@ impl Tick<'_> {
                 })?,
         };
         let snapshot = newest_published(self.ports.state).await.map_err(failure)?;
+        self.retire_gone_updaters().await;
         tracing::info!(node = %node, zone = %zone, snapshot = ?snapshot, "launching the updater node");
         let report = self
             .ports
@@ -462,6 +463,33 @@ impl Tick<'_> {
             task: task.id,
             started_at: task.started_at,
         })
+    }
+
+    /// Before a launch (no updater task is live): the records of earlier updaters are marked
+    /// stopped and their channels removed, so neither operators nor a later round mistake them
+    /// for a running updater. Best effort: a failure is a warning, the launch goes on.
+    async fn retire_gone_updaters(&self) {
+        let records = match self.ports.state.list_nodes().await {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(%error, "could not list node records to retire old updaters");
+                return;
+            }
+        };
+        for mut record in records
+            .into_iter()
+            .filter(|r| r.role == Role::Updater && r.state != NodeState::Stopped)
+        {
+            record.state = NodeState::Stopped;
+            record.updated_at = self.now;
+            if let Err(error) = self.ports.state.save_node(&record).await {
+                tracing::warn!(%error, node = %record.id, "could not mark an old updater stopped");
+            }
+            if let Err(error) = channel::remove(self.ports.store.as_ref(), record.id.as_str()).await
+            {
+                tracing::warn!(%error, node = %record.id, "could not remove an old updater's channel");
+            }
+        }
     }
 
     async fn verify(&self, upload: &UploadResult, chain: &ChainPoint) -> Result<Verified, Failure> {

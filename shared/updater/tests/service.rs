@@ -333,6 +333,16 @@ async fn the_updater_task_dying_aborts_and_the_next_round_launches_another() {
     world.advance(Duration::from_secs(3600));
     drive_until(&mut world, 20, |m| m.rounds_published == 1).await;
     assert_eq!(world.fake_scheduler.launches().len(), 2);
+    // The first updater's record is marked stopped; the second is the only live one.
+    let updaters: Vec<_> = world
+        .state
+        .list_nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .filter(|n| n.state != nodefleet_ports::NodeState::Stopped)
+        .collect();
+    assert_eq!(updaters.len(), 1, "{updaters:?}");
 }
 
 /// Every operation the updater uses, failing at its 1st..6th call: the round either
