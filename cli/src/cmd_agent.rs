@@ -2,7 +2,10 @@
 //! the task's environment (`NODEFLEET_ROLE`, `NODEFLEET_SNAPSHOT_ID`, `NODEFLEET_DATA_DIR`,
 //! `NODEFLEET_RPC_PORT`, `NODEFLEET_STORE`), so ECS and the local scheduler need no flags, and
 //! hands over to `nodefleet_agent::run`. Exits 0 after a clean stop on SIGTERM; non-zero when
-//! hydration failed or the client died (the scheduler then replaces the task).
+//! hydration failed or the client died (the scheduler then replaces the task). Its log
+//! (what it hydrated from, the client's start and stop) is JSON lines on stderr, written
+//! directly so that nothing is lost when it exits with an error: the task's log
+//! (`node.log` of a local task, the container's log on ECS).
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use nodefleet_agent::{AgentConfig, ClientKind, DEFAULT_HEALTH_PORT, Role, Shutdown};
+use nodefleet_gateway::logging;
 use nodefleet_ports::NODE_RPC_PORT;
 use nodefleet_snapshot::catalog::Selector;
 
@@ -77,6 +81,7 @@ struct RunArgs {
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let AgentAction::Run(args) = args.action;
+    logging::init_json("info", true);
     let kind = ClientKind::from_name(&args.client).with_context(|| {
         let names: Vec<_> = ClientKind::ALL.iter().map(|k| k.name()).collect();
         format!(

@@ -5,9 +5,23 @@
 //! the reactor's reconcile every second over the local adapters, which fills the fleet and
 //! replaces nodes that die. The gateway serves over a [`LocalBalancer`] fed with the fleet's
 //! routes after every reconcile that changes them. The banner is printed once the nodes are
-//! healthy; Ctrl-C or SIGTERM stops the gateway, the loop, and every node. Request logs go to
-//! `<dir>/gateway.log`, the loop's and the reactor's to `<dir>/reactor.log`, node logs to
-//! `<dir>/tasks/<task>/node.log`; `<dir>/status.json` is what `nodefleet status` reads.
+//! healthy; Ctrl-C or SIGTERM stops the gateway, the loop, and every node.
+//!
+//! Every node is a node agent, as on ECS: this same executable as `nodefleet agent run
+//! --client anvil` ([`NodeCommand::agent`]) on the fleet's object store `<dir>/store`. It
+//! hydrates its data dir from the snapshot the reactor names (the store's `latest`, re-read
+//! into the fresh catalog at every start) and then runs anvil on it, so the nodes share that
+//! snapshot's chain; with nothing published they start on a new chain each. The store is
+//! kept across runs (the state is not: see `nodefleet_local::healing`): a snapshot published
+//! into it (`nodefleet snapshot create --client anvil --from <stopped anvil's data dir>
+//! --store file://<absolute dir>/store --block-height N`, later the snapshot updater) is
+//! where the next `up` starts from. Ctrl-C stops each agent with SIGTERM, and the agent stops its
+//! anvil.
+//!
+//! Request logs go to `<dir>/gateway.log`, the loop's and the reactor's to
+//! `<dir>/reactor.log`, each agent's output to `<dir>/tasks/<task>/node.log` and its anvil's
+//! to `<dir>/tasks/<task>/data.anvil.log`; `<dir>/status.json` is what `nodefleet status`
+//! reads.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +32,7 @@ use clap::Args;
 use nodefleet_gateway::balancer::PROBE_INTERVAL;
 use nodefleet_gateway::upstream::DEFAULT_TIMEOUT;
 use nodefleet_gateway::{Gateway, HttpUpstreamConfig, LocalBalancer, logging, server};
-use nodefleet_local::healing::{DEFAULT_ZONES, MAX_ZONES};
+use nodefleet_local::healing::{self, DEFAULT_ZONES, MAX_ZONES};
 use nodefleet_local::node::START_TIMEOUT;
 use nodefleet_local::scheduler::NodeCommand;
 use nodefleet_local::{HealingFleet, LocalFleetOptions, tools};
@@ -43,7 +57,8 @@ pub struct UpArgs {
     /// Address the gateway listens on.
     #[arg(long, default_value = "127.0.0.1:8545")]
     listen: SocketAddr,
-    /// State folder: state, status, logs and node data (an earlier run's state is discarded).
+    /// State folder: state, status, logs, node data and the snapshot store `store/` (an
+    /// earlier run's state and node data are discarded, its store is kept).
     #[arg(long, default_value = ".nodefleet")]
     dir: PathBuf,
     /// Operator policy file (TOML) for the gateway.
@@ -99,9 +114,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         tools::ensure_anvil(&tools_dir).await?
     };
+    // The agents run in their tasks' folders: every path they get is absolute.
+    let agent = std::env::current_exe()
+        .context("cannot find the nodefleet executable to run as the node agent")?;
+    let anvil_path = std::path::absolute(&anvil.path)
+        .with_context(|| format!("cannot resolve {}", anvil.path.display()))?;
+    let store = healing::store_url(&args.dir)?;
     let fleet = HealingFleet::open(LocalFleetOptions {
         dir: args.dir.clone(),
-        command: NodeCommand::anvil(&anvil.path),
+        command: NodeCommand::agent(&agent, &anvil_path, &store),
         nodes: args.nodes,
         zones: args.zones,
         gateway: format!("http://{listen}"),
@@ -184,6 +205,20 @@ fn banner(
 ) {
     say(&format!("nodefleet is up: JSON-RPC at http://{listen}"));
     if let Some(view) = view {
+        let latest = view
+            .latest_snapshot
+            .as_ref()
+            .and_then(|id| view.snapshots.iter().find(|s| &s.id == id));
+        match latest {
+            Some(snapshot) => say(&format!(
+                "  nodes hydrated from snapshot {} (block {})",
+                snapshot.id, snapshot.block_height
+            )),
+            None => say(&format!(
+                "  no snapshot published in {}: the nodes started on new chains",
+                dir.join(healing::STORE_DIR).display()
+            )),
+        }
         for node in &view.nodes {
             say(&format!(
                 "  {} {} {} pid {}",

@@ -28,10 +28,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Bring up the local fleet: anvil nodes behind the gateway, replaced when they die,
-    /// until Ctrl-C.
+    /// Bring up the local fleet: node agents running anvil behind the gateway, hydrated
+    /// from the latest snapshot in the fleet's store, replaced when they die, until Ctrl-C.
     Up(cmd_up::UpArgs),
-    /// Show the running local fleet: nodes, zones, health, head blocks, processes.
+    /// Show the running local fleet: nodes, zones, health, head blocks, processes,
+    /// snapshots and the updater.
     Status(cmd_status::StatusArgs),
     /// Serve the JSON-RPC gateway in front of an upstream node or load balancer.
     Gateway(cmd_gateway::GatewayArgs),

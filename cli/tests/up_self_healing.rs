@@ -1,27 +1,25 @@
 //! `nodefleet up` heals itself, from the outside: with two clients reading through the
 //! gateway all along, one node is killed outright; the fleet is back to three healthy nodes
-//! on its own, the dead node replaced by a new process, and not one read failed.
+//! on its own, the dead node replaced by a new process, and not one read failed. A node is
+//! a node agent running anvil: the agent killed outright takes its anvil with it.
 //! `nodefleet status` shows the fleet, and says so (exit 1) when no `up` is running.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
 mod support;
 
-use support::nodefleet;
+use support::{alive, all_healthy, children, nodes, spawn_up, status};
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nodefleet_local::status::{FleetStatus, STALE_AFTER, process_start_time};
 use nodefleet_ports::Timestamp;
-use nodefleet_testkit::anvil;
 use nodefleet_testkit::client::{client, try_post};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Child;
+use tokio::io::BufReader;
 
 /// Bound of every wait on the fleet (start, recovery): a replacement takes about a second;
 /// this is for a loaded two-core CI machine.
@@ -38,55 +36,9 @@ fn temp_dir(name: &str) -> PathBuf {
     support::temp_dir("heal", name)
 }
 
-/// `nodefleet status --dir DIR [--json]`: (exit code, stdout, stderr).
-async fn status(dir: &Path, json: bool) -> (i32, String, String) {
-    let mut command = nodefleet();
-    command.arg("status").arg("--dir").arg(dir);
-    if json {
-        command.arg("--json");
-    }
-    let output = command.output().await.unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// Polls `status --json` until `done` holds; panics with the last answer after [`WAIT`].
 async fn wait_status(dir: &Path, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    let mut last = None;
-    while Instant::now() < deadline {
-        let (code, stdout, stderr) = status(dir, true).await;
-        if code == 0 {
-            let value: Value = serde_json::from_str(&stdout).unwrap();
-            if done(&value) {
-                return value;
-            }
-            last = Some(value);
-        } else {
-            last = Some(Value::String(stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what} not within {WAIT:?}; last status: {last:#?}");
-}
-
-fn nodes(status: &Value) -> &Vec<Value> {
-    status["nodes"].as_array().unwrap()
-}
-
-fn all_healthy(status: &Value, count: usize) -> bool {
-    let nodes = nodes(status);
-    nodes.len() == count
-        && nodes
-            .iter()
-            .all(|n| n["healthy"] == true && n["pid"].is_u64() && n["head_block"].is_u64())
-}
-
-fn alive(pid: u64) -> bool {
-    process_start_time(u32::try_from(pid).unwrap()).is_some()
+    support::wait_status(dir, what, WAIT, done).await
 }
 
 /// Reads stdout lines until one contains `needle`; returns it.
@@ -95,32 +47,6 @@ async fn line_with(
     needle: &str,
 ) -> String {
     support::line_with(lines, needle, WAIT * 2).await
-}
-
-fn spawn_up(
-    dir: &Path,
-) -> (
-    Child,
-    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-) {
-    let mut child = nodefleet()
-        .args([
-            "up",
-            "--nodes",
-            "3",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-install",
-            "--dir",
-        ])
-        .arg(dir)
-        .env("NODEFLEET_ANVIL", anvil::binary())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
 }
 
 /// What one client saw.
@@ -176,7 +102,7 @@ async fn read_steadily(url: String, client_id: usize, stop: Arc<AtomicBool>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_replaced_by_the_fleet_itself_and_no_read_fails() {
     let dir = temp_dir("kill");
-    let (mut up, mut lines) = spawn_up(&dir);
+    let (mut up, mut lines) = spawn_up(&dir, 3);
     let line = line_with(&mut lines, "JSON-RPC at").await;
     let url = line.rsplit(' ').next().unwrap().to_owned();
 
@@ -193,12 +119,20 @@ async fn a_killed_node_is_replaced_by_the_fleet_itself_and_no_read_fails() {
         .map(|n| n["zone"].as_str().unwrap())
         .collect();
     assert_eq!(zones, ["local-a", "local-b", "local-c"]);
+    // A fresh folder's store holds no snapshot: every agent started anvil on a new chain.
     for node in nodes(&before) {
-        assert!(node["snapshot_id"].is_null(), "bare anvil hydrates nothing");
+        assert!(
+            node["snapshot_id"].is_null(),
+            "an empty store hydrates nothing"
+        );
     }
+    assert!(before["latest_snapshot"].is_null(), "{before:#}");
+    assert_eq!(before["snapshots"], serde_json::json!([]));
+    assert!(before["updater"].is_null(), "{before:#}");
     let (table_code, table, _) = status(&dir, false).await;
     assert_eq!(table_code, 0);
     assert!(table.contains("3 of 3 nodes healthy"), "{table}");
+    assert!(table.contains("no published snapshot"), "{table}");
 
     // Two clients read steadily through the gateway from before the kill to after the
     // recovery.
@@ -214,6 +148,8 @@ async fn a_killed_node_is_replaced_by_the_fleet_itself_and_no_read_fails() {
         victim["pid"].as_u64().unwrap(),
         victim["task"].as_str().unwrap().to_owned(),
     );
+    let victim_clients = children(old_pid);
+    assert_eq!(victim_clients.len(), 1, "the agent runs one anvil");
     let killed = Instant::now();
     let signalled = std::process::Command::new("kill")
         .args(["-9", &old_pid.to_string()])
@@ -265,6 +201,12 @@ async fn a_killed_node_is_replaced_by_the_fleet_itself_and_no_read_fails() {
     assert_ne!(new_pid, old_pid);
     assert!(alive(new_pid), "the replacement runs");
     assert!(!alive(old_pid), "the killed node is gone");
+    for pid in &victim_clients {
+        assert!(
+            !alive(*pid),
+            "the killed agent's anvil {pid} is gone with it"
+        );
+    }
     assert_eq!(replacement["zone"], victim["zone"]);
     eprintln!("recovered in {recovered:?}; {ok} reads, none failed");
 
@@ -287,7 +229,13 @@ async fn a_killed_node_is_replaced_by_the_fleet_itself_and_no_read_fails() {
         )));
     assert!(has("node_ready", &|e| e["task"] == replacement["task"]));
 
-    // Ctrl-C: the command exits 0, no node is left, and status says nothing runs.
+    // Ctrl-C: the command exits 0, no node (agent or anvil) is left, and status says
+    // nothing runs.
+    let clients: Vec<u64> = nodes(&after)
+        .iter()
+        .flat_map(|n| children(n["pid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(clients.len(), 3, "one anvil per agent: {clients:?}");
     let up_pid = up.id().unwrap();
     let sent = std::process::Command::new("kill")
         .args(["-INT", &up_pid.to_string()])
@@ -301,6 +249,9 @@ async fn a_killed_node_is_replaced_by_the_fleet_itself_and_no_read_fails() {
     assert!(exit.success(), "{exit}");
     for node in nodes(&after) {
         assert!(!alive(node["pid"].as_u64().unwrap()), "{node} left behind");
+    }
+    for pid in &clients {
+        assert!(!alive(*pid), "anvil {pid} left behind");
     }
     let (code, _, stderr) = status(&dir, true).await;
     assert_eq!(code, 1);
@@ -331,6 +282,9 @@ async fn status_says_no_fleet_runs_when_there_is_no_file_a_dead_writer_or_a_stal
         updated_at: now,
         last_error: None,
         nodes: Vec::new(),
+        updater: None,
+        latest_snapshot: None,
+        snapshots: Vec::new(),
     };
     // A writer that is alive and fresh: running (this test process stands in for `up`).
     written.write(&dir).unwrap();

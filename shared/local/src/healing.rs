@@ -7,10 +7,20 @@
 //! - state: an [`EmbeddedStateStore`] in `<dir>/state.redb`, holding the [`FleetConfig`]
 //!   (zones `local-a`, `local-b`, ..., the serving node count, the healthy floor, the storm
 //!   share) and everything the reconcile records (node records, idempotency keys, audit);
-//! - scheduler: a [`LocalProcessScheduler`] running the node command (anvil) as tasks under
-//!   `<dir>/tasks/<task id>/`, one zone label per zone;
+//! - scheduler: a [`LocalProcessScheduler`] running the node command as tasks under
+//!   `<dir>/tasks/<task id>/`, one zone label per zone. `nodefleet up`'s command is the node
+//!   agent running anvil ([`NodeCommand::agent`]), as an ECS task runs it: the agent hydrates
+//!   the task's data dir from the snapshot the launch names (the reactor names the newest
+//!   published catalog entry), or from the store's `latest`, or starts anvil on a new chain
+//!   when the store has none, then runs anvil with its state in the data dir. So the nodes of
+//!   a fleet with a published snapshot share its history. Tests that cannot run the
+//!   `nodefleet` binary use bare anvil ([`NodeCommand::anvil`]);
+//! - object store: an [`FsObjectStore`] in `<dir>/store` ([`STORE_DIR`], the agents'
+//!   `file://` store), where snapshots are published (by `nodefleet snapshot create`, later by
+//!   the snapshot updater) and nodes hydrate from;
 //! - registry: a [`LocalTargetRegistry`] that checks each target with `eth_blockNumber`
-//!   ([`HealthCheck::JsonRpc`]: bare anvil has no health endpoint).
+//!   ([`HealthCheck::JsonRpc`]: anvil's own RPC port, the one the gateway sends calls to; the
+//!   agent's `/health` listens on an ephemeral port nobody needs locally).
 //!
 //! # A fresh fleet every time
 //!
@@ -22,6 +32,13 @@
 //! lost nodes would even look like a storm. Nothing in the state is worth keeping across
 //! runs, so it starts empty. A state file another `up` still holds open (redb locks it) is
 //! refused instead: two loops must not manage one folder.
+//!
+//! The object store is kept: its snapshots are what a new node starts from, and making one
+//! takes a running chain. The catalog lives in the state, though, so the fresh state's
+//! catalog is re-seeded from the store ([`crate::catalog::seed_from_store`]): the store's
+//! current `latest` becomes one `Published` record, and the first reconcile launches every
+//! node on it. A store whose `latest` cannot be read fails the open (every node would fail
+//! to hydrate from it); the error says to move the store away to start from an empty chain.
 //!
 //! # The loop
 //!
@@ -46,9 +63,10 @@
 //! # Error policy
 //!
 //! [`FleetError`] is for [`HealingFleet::open`]: a bad fleet shape, a folder that cannot be
-//! prepared, a state file in use, a store or scheduler that cannot start; none is worth a
-//! retry. Once running, nothing stops the loop: a reconcile that cannot observe the fleet is
-//! logged, recorded in the status file (`last_error`) and tried again at the next tick.
+//! prepared, a state file in use, a state store, object store or scheduler that cannot
+//! start, an object store whose `latest` cannot be read; none is worth a retry. Once
+//! running, nothing stops the loop: a reconcile that cannot observe the fleet is logged,
+//! recorded in the status file (`last_error`) and tried again at the next tick.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -57,9 +75,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nodefleet_ports::{
-    FleetConfig, NODE_RPC_PORT, NetworkMode, NodeId, NodeState, Role, Scheduler, SnapshotId,
-    StateError, StateStore, Target, TargetRegistry, TargetState, TaskId, TaskInfo, TaskStatus,
-    Timestamp, Version, Zone, target_for_task,
+    FleetConfig, NODE_RPC_PORT, NetworkMode, NodeId, NodeRecord, NodeState, Role, Scheduler,
+    SnapshotId, SnapshotRecord, StateError, StateStore, StoreUrl, Target, TargetRegistry,
+    TargetState, TaskId, TaskInfo, TaskStatus, Timestamp, Version, Zone, target_for_task,
 };
 use nodefleet_reactor::planner::DEFAULT_REPLACEMENTS_PER_HOUR;
 use nodefleet_reactor::planner::{Action, Desired};
@@ -69,19 +87,23 @@ use nodefleet_reactor::triggers::Trigger;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::catalog::{SeedError, latest_published, seed_from_store, shown};
 use crate::node::block_number_within;
+use crate::objects::{FsObjectStore, FsStoreError};
 use crate::scheduler::{
     LocalProcessScheduler, LocalSchedulerConfig, LocalZone, NodeCommand, STOP_GRACE,
     STOPPED_TASK_RETENTION,
 };
 use crate::state::EmbeddedStateStore;
-use crate::status::{FleetStatus, NodeStatus, process_start_time};
+use crate::status::{FleetStatus, NodeStatus, SnapshotStatus, UpdaterStatus, process_start_time};
 use crate::targets::{HealthCheck, LocalTargetRegistry};
 
 /// The state file in the fleet folder.
 pub const STATE_FILE: &str = "state.redb";
 /// The folder the tasks live in (the scheduler's `<root>/tasks/`).
 pub const TASKS_DIR: &str = "tasks";
+/// The fleet's object store in the fleet folder: kept across runs (see the module doc).
+pub const STORE_DIR: &str = "store";
 /// The fleet's name in its config (one local fleet per folder).
 pub const FLEET_NAME: &str = "local";
 /// The zones of the quickstart: three, like the three AZs a production fleet spreads over.
@@ -104,9 +126,10 @@ pub const FOLLOW_UP_DELAY: Duration = Duration::from_millis(200);
 /// read of its in-memory task table.
 pub const EXIT_WATCH_INTERVAL: Duration = crate::scheduler::REAP_INTERVAL;
 /// The planner's grace for a local node (how long after launch it is not judged). A mainnet
-/// client gets minutes to hydrate and catch up; anvil has nothing to hydrate and answers
-/// within a second of its start, so ten seconds covers a loaded two-core CI machine while a
-/// node that never comes up is still replaced within seconds.
+/// client gets minutes to hydrate and catch up; a local node's agent restores a snapshot of
+/// anvil's state (kilobytes to a few megabytes from the local disk) and anvil loads it and
+/// answers, all within a second of the task's start, so ten seconds covers a loaded two-core
+/// CI machine while a node that never comes up is still replaced within seconds.
 pub const LOCAL_GRACE: Duration = Duration::from_secs(10);
 /// Issue 5's storm share for the local fleet: more than a third of the nodes failing at once.
 /// 34 rather than 33 so that one of three nodes (33.3%) is a replacement, two of three a storm.
@@ -127,9 +150,10 @@ const LOG_TARGET: &str = "nodefleet::fleet";
 /// What to run, and where.
 #[derive(Debug, Clone)]
 pub struct LocalFleetOptions {
-    /// The fleet folder: `state.redb`, `status.json`, `tasks/`.
+    /// The fleet folder: `state.redb`, `status.json`, `tasks/`, `store/`.
     pub dir: PathBuf,
-    /// The node program (`NodeCommand::anvil`).
+    /// The node program: [`NodeCommand::agent`] on the store [`store_url`] names (or bare
+    /// [`NodeCommand::anvil`], which ignores the store).
     pub command: NodeCommand,
     /// Serving nodes wanted.
     pub nodes: u32,
@@ -155,8 +179,44 @@ pub enum FleetError {
     InUse { dir: PathBuf, path: PathBuf },
     #[error("cannot open the fleet's state: {0}")]
     State(#[from] StateError),
+    #[error("cannot open the fleet's object store: {0}")]
+    Store(#[from] FsStoreError),
+    #[error(
+        "the fleet's object store {} cannot be named by a file:// URL: {message}",
+        path.display()
+    )]
+    StoreUrl { path: PathBuf, message: String },
+    #[error(
+        "{source} (in {}); move that folder away to start the fleet from an empty chain",
+        store.display()
+    )]
+    Seed {
+        store: PathBuf,
+        source: Box<SeedError>,
+    },
     #[error("cannot start the local scheduler: {0}")]
     Scheduler(std::io::Error),
+}
+
+/// The fleet's object store folder: `<dir>/store`, made absolute (tasks run in folders of
+/// their own).
+pub fn store_dir(dir: &Path) -> Result<PathBuf, FleetError> {
+    std::path::absolute(dir.join(STORE_DIR)).map_err(|source| FleetError::Folder {
+        path: dir.join(STORE_DIR),
+        source,
+    })
+}
+
+/// The `file://` URL of the fleet's object store ([`store_dir`]), as the agents are given
+/// it; an error for a folder the URL cannot carry (`%`, `?`, `#` or `..` in its path).
+pub fn store_url(dir: &Path) -> Result<String, FleetError> {
+    let path = store_dir(dir)?;
+    let url = StoreUrl::File { root: path.clone() }.to_string();
+    StoreUrl::parse(&url).map_err(|e| FleetError::StoreUrl {
+        path,
+        message: e.reason.to_owned(),
+    })?;
+    Ok(url)
 }
 
 /// The zone labels of a fleet of `zones` zones: `local-a`, `local-b`, ...
@@ -219,6 +279,8 @@ pub struct NodeView {
     pub target_state: Option<TargetState>,
     /// Its task is live and its target healthy.
     pub healthy: bool,
+    /// The snapshot its current task was launched on (its record's when the task is not
+    /// known any more): what its data dir was hydrated from.
     pub snapshot: Option<SnapshotId>,
 }
 
@@ -245,6 +307,15 @@ pub struct FleetView {
     pub at: Timestamp,
     /// One per serving node record, by node id.
     pub nodes: Vec<NodeView>,
+    /// The updater node (role [`Role::Updater`]: it makes snapshots and is never behind the
+    /// gateway, so it is in neither `nodes` nor `routes`), if there is one.
+    pub updater: Option<NodeView>,
+    /// The catalog entries shown ([`crate::catalog::shown`]): verified, published and retired
+    /// snapshots, newest first.
+    pub snapshots: Vec<SnapshotRecord>,
+    /// The published snapshot new nodes are launched on
+    /// ([`crate::catalog::latest_published`]).
+    pub latest_snapshot: Option<SnapshotId>,
     /// By node id, then URL.
     pub routes: Vec<Route>,
     /// Every task the scheduler lists (live and recently stopped).
@@ -272,6 +343,7 @@ pub struct HealingFleet {
     dir: PathBuf,
     gateway: String,
     state: EmbeddedStateStore,
+    store: FsObjectStore,
     scheduler: LocalProcessScheduler,
     registry: LocalTargetRegistry,
     config: FleetConfig,
@@ -284,8 +356,8 @@ pub struct HealingFleet {
 
 impl HealingFleet {
     /// Prepares a fresh fleet in `options.dir` (see the module doc): an empty state with the
-    /// fleet's config saved, a scheduler and a registry. Starts no node: the first reconcile
-    /// of [`HealingFleet::run`] does.
+    /// fleet's config saved and its catalog re-seeded from the kept object store, a scheduler
+    /// and a registry. Starts no node: the first reconcile of [`HealingFleet::run`] does.
     pub async fn open(options: LocalFleetOptions) -> Result<HealingFleet, FleetError> {
         if options.nodes == 0 {
             return Err(FleetError::Shape("a fleet needs at least one node".into()));
@@ -307,6 +379,30 @@ impl HealingFleet {
         let config = state
             .save_config(&fleet_config(options.nodes, options.zones))
             .await?;
+        let store_root = store_dir(&options.dir)?;
+        let store = FsObjectStore::open(&store_root)?;
+        let seeded = seed_from_store(&state, &store, Timestamp::now())
+            .await
+            .map_err(|source| FleetError::Seed {
+                store: store_root.clone(),
+                source: Box::new(source),
+            })?;
+        match &seeded {
+            Some(record) => tracing::info!(
+                target: LOG_TARGET,
+                event = "catalog",
+                snapshot = record.id.as_str(),
+                block = record.block_height,
+                store = %store_root.display(),
+                "the store's latest snapshot is published: nodes hydrate from it"
+            ),
+            None => tracing::info!(
+                target: LOG_TARGET,
+                event = "catalog",
+                store = %store_root.display(),
+                "the store has no published snapshot: nodes start on a new chain"
+            ),
+        }
         let per_zone = options.nodes.div_ceil(options.zones) + ZONE_HEADROOM;
         let scheduler = LocalProcessScheduler::new(LocalSchedulerConfig {
             root: options.dir.clone(),
@@ -331,6 +427,7 @@ impl HealingFleet {
             dir: options.dir,
             gateway: options.gateway,
             state,
+            store,
             scheduler,
             registry: LocalTargetRegistry::with_check(HealthCheck::JsonRpc),
             config,
@@ -354,6 +451,12 @@ impl HealingFleet {
     /// The fleet's state store.
     pub fn state(&self) -> &EmbeddedStateStore {
         &self.state
+    }
+
+    /// The fleet's object store (`<dir>/store`), where snapshots are published and nodes
+    /// hydrate from.
+    pub fn store(&self) -> &FsObjectStore {
+        &self.store
     }
 
     /// The reactor service's settings: the stored config, the local grace, every trigger
@@ -393,9 +496,11 @@ impl HealingFleet {
         views.borrow().clone()
     }
 
-    /// Reads the fleet: node records, tasks, target health (probing every target).
+    /// Reads the fleet: node records, tasks, target health (probing every target), the
+    /// snapshot catalog.
     pub async fn view(&self) -> Result<FleetView, ObserveError> {
         let records = self.state.list_nodes().await?;
+        let catalog = self.state.list_snapshots().await?;
         let tasks = self.scheduler.list_tasks().await?;
         let health = self.registry.describe_health().await?;
         let at = Timestamp::now();
@@ -403,28 +508,57 @@ impl HealingFleet {
             health.iter().map(|h| (&h.target, h.state)).collect();
         let by_id: HashMap<&TaskId, &TaskInfo> = tasks.iter().map(|t| (&t.id, t)).collect();
         let target_of = |task: &TaskInfo| target_for_task(task, NetworkMode::Bridge, NODE_RPC_PORT);
+        let node_view = |record: &NodeRecord| {
+            let task = record.task.as_ref().and_then(|id| by_id.get(id).copied());
+            let live = task.filter(|t| is_live(t));
+            let target = task.and_then(target_of).or_else(|| record.target.clone());
+            let target_state = target.as_ref().and_then(|t| health.get(t).copied());
+            NodeView {
+                id: record.id.clone(),
+                zone: record.zone.clone(),
+                state: record.state,
+                task: record.task.clone(),
+                pid: live.and_then(|t| self.scheduler.pid(&t.id)),
+                target,
+                target_state,
+                healthy: live.is_some() && target_state == Some(TargetState::Healthy),
+                // A replacement keeps its node's record, snapshot included; its task says
+                // what it was launched on.
+                snapshot: task.map_or_else(|| record.snapshot.clone(), |t| t.snapshot.clone()),
+            }
+        };
+        let current = |r: &&NodeRecord| r.state != NodeState::Stopped;
 
         let nodes = records
             .iter()
-            .filter(|r| r.role == Role::Serving && r.state != NodeState::Stopped)
-            .map(|record| {
-                let task = record.task.as_ref().and_then(|id| by_id.get(id).copied());
-                let live = task.filter(|t| is_live(t));
-                let target = task.and_then(target_of).or_else(|| record.target.clone());
-                let target_state = target.as_ref().and_then(|t| health.get(t).copied());
-                NodeView {
-                    id: record.id.clone(),
-                    zone: record.zone.clone(),
-                    state: record.state,
-                    task: record.task.clone(),
-                    pid: live.and_then(|t| self.scheduler.pid(&t.id)),
-                    target,
-                    target_state,
-                    healthy: live.is_some() && target_state == Some(TargetState::Healthy),
-                    snapshot: record.snapshot.clone(),
-                }
-            })
+            .filter(|r| r.role == Role::Serving)
+            .filter(current)
+            .map(node_view)
             .collect();
+        // The updater by its record; a live updater task with none yet (launched, not
+        // recorded) shows as launching.
+        let updater = records
+            .iter()
+            .filter(|r| r.role == Role::Updater)
+            .find(current)
+            .map(node_view)
+            .or_else(|| {
+                let task = tasks
+                    .iter()
+                    .find(|t| is_live(t) && t.role == Some(Role::Updater))?;
+                let target = target_of(task);
+                Some(NodeView {
+                    id: task.node.clone()?,
+                    zone: task.zone.clone()?,
+                    state: NodeState::Launching,
+                    task: Some(task.id.clone()),
+                    pid: self.scheduler.pid(&task.id),
+                    target_state: target.as_ref().and_then(|t| health.get(t).copied()),
+                    target,
+                    healthy: false,
+                    snapshot: task.snapshot.clone(),
+                })
+            });
         let mut routes: Vec<Route> = tasks
             .iter()
             .filter(|t| is_live(t) && t.role == Some(Role::Serving))
@@ -444,6 +578,9 @@ impl HealingFleet {
         Ok(FleetView {
             at,
             nodes,
+            updater,
+            latest_snapshot: latest_published(&catalog).map(|r| r.id.clone()),
+            snapshots: shown(&catalog),
             routes,
             tasks,
         })
@@ -531,15 +668,25 @@ impl HealingFleet {
 
     /// Writes the status file for `view`, with each node's head block probed now.
     async fn publish(&self, view: &FleetView, last_error: Option<String>) {
-        let heads = futures_util::future::join_all(view.nodes.iter().map(|node| async {
-            match node.target.as_ref().and_then(socket_addr) {
-                Some(addr) if node.pid.is_some() => {
-                    block_number_within(addr, HEAD_PROBE_TIMEOUT).await
+        let head_of = |node: &NodeView| {
+            let addr = node.target.as_ref().and_then(socket_addr);
+            let live = node.pid.is_some();
+            async move {
+                match addr {
+                    Some(addr) if live => block_number_within(addr, HEAD_PROBE_TIMEOUT).await,
+                    _ => None,
                 }
-                _ => None,
             }
-        }))
-        .await;
+        };
+        let (heads, updater_head) = tokio::join!(
+            futures_util::future::join_all(view.nodes.iter().map(head_of)),
+            async {
+                match &view.updater {
+                    Some(updater) => head_of(updater).await,
+                    None => None,
+                }
+            }
+        );
         let status = FleetStatus {
             up_pid: std::process::id(),
             up_started: self.up_started,
@@ -565,6 +712,18 @@ impl HealingFleet {
                     url: node.url(),
                 })
                 .collect(),
+            updater: view.updater.as_ref().map(|node| UpdaterStatus {
+                id: node.id.to_string(),
+                zone: node.zone.to_string(),
+                state: node.state,
+                head_block: updater_head,
+                snapshot_id: node.snapshot.clone(),
+                pid: node.pid,
+                task: node.task.clone(),
+                url: node.url(),
+            }),
+            latest_snapshot: view.latest_snapshot.clone(),
+            snapshots: view.snapshots.iter().map(SnapshotStatus::from).collect(),
         };
         if let Err(error) = status.write(&self.dir) {
             tracing::warn!(target: LOG_TARGET, event = "status", error = %error, "could not write the status file");

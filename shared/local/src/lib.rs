@@ -7,7 +7,9 @@
 //!   `eth_blockNumber` call;
 //! - [`child`]: child processes in their own group that die with their parent;
 //! - [`healing`]: `HealingFleet`, the self-healing local fleet: the reactor's reconcile on a
-//!   timer over the local adapters;
+//!   timer over the local adapters, its nodes hydrated from the fleet's object store;
+//! - [`catalog`]: the snapshot catalog re-seeded from the object store's `latest` when the
+//!   fleet opens, and which catalog entries the status shows;
 //! - [`status`]: `FleetStatus`, the status file the running fleet writes and
 //!   `nodefleet status` reads;
 //! - [`state`]: `EmbeddedStateStore`, the `StateStore` in a redb file in the fleet's folder;
@@ -15,6 +17,7 @@
 //! - [`scheduler`]: `LocalProcessScheduler`, node tasks as local processes in zone labels;
 //! - [`targets`]: `LocalTargetRegistry`, targets probed on their health endpoints.
 
+pub mod catalog;
 pub mod child;
 pub mod healing;
 pub mod node;

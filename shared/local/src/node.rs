@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 pub const LOCAL_BLOCK_TIME_SECS: u32 = 1;
 /// The chain id anvil uses by default; stated so every local node agrees.
 pub const LOCAL_CHAIN_ID: u64 = 31_337;
-/// How long a node may take to answer its first call: anvil starts in well under a second,
-/// but a loaded CI machine can be slow.
+/// How long a node may take to answer its first call: an agent hydrating a local snapshot
+/// and starting anvil on it, or bare anvil, answers in well under a second, but a loaded CI
+/// machine can be slow.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`block_number`] waits: far above a loopback round trip, and short enough for a
 /// caller that waits on a node in a loop.

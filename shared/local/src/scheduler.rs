@@ -2,9 +2,11 @@
 //! processes in zone labels.
 //!
 //! A task is one process started from a [`NodeCommand`] (a program and arguments with
-//! `{port}`, `{data_dir}` and `{host}` placeholders; [`NodeCommand::anvil`] is the quickstart's
-//! node). Each task gets a free loopback port, a folder `<root>/tasks/<task-id>/` with its data
-//! dir (`data/`) and its log (`node.log`, stdout and stderr), and the environment variables
+//! `{port}`, `{data_dir}` and `{host}` placeholders: [`NodeCommand::agent`], the node agent
+//! running anvil, is the quickstart's node; [`NodeCommand::anvil`], bare anvil, is for tests
+//! that cannot run the `nodefleet` binary). Each task gets a free loopback port, a folder
+//! `<root>/tasks/<task-id>/` with its data dir (`data/`) and its log (`node.log`, stdout and
+//! stderr), and the environment variables
 //! `NODEFLEET_TASK_ID`, `NODEFLEET_NODE_ID`, `NODEFLEET_ROLE`, `NODEFLEET_SNAPSHOT_ID` (only
 //! when a snapshot is named), `NODEFLEET_ZONE`, `NODEFLEET_DATA_DIR` and `NODEFLEET_RPC_PORT`.
 //!
@@ -78,7 +80,9 @@ pub const DEFAULT_ZONES: [&str; 3] = ["local-a", "local-b", "local-c"];
 /// while a runaway loop still hits the limit after a handful of processes.
 pub const DEFAULT_ZONE_CAPACITY: u32 = 4;
 /// How long a task gets to exit after SIGTERM before it is killed: long enough for a node to
-/// flush its database (anvil exits at once), short enough that Ctrl-C feels prompt.
+/// flush its database (anvil exits at once; an agent stops its anvil, which writes a state
+/// of a few kilobytes, well within it), short enough that Ctrl-C feels prompt. An agent
+/// killed after it anyway takes its client with it (the client's death signal).
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a stopped task stays in `list_tasks`: ECS shows stopped tasks for at least an
 /// hour, and the reactor reads stop reasons from there.
@@ -115,6 +119,13 @@ pub use nodefleet_ports::scheduler::{ENV_NODE_ID, ENV_ROLE, ENV_SNAPSHOT_ID, ENV
 pub const ENV_DATA_DIR: &str = "NODEFLEET_DATA_DIR";
 /// Environment variable: the port the node's RPC must listen on.
 pub const ENV_RPC_PORT: &str = "NODEFLEET_RPC_PORT";
+
+/// Where the agent of a [`NodeCommand::agent`] task serves its own `/health`: an ephemeral
+/// loopback port. That endpoint is for a load balancer's HTTP health check; the local
+/// registry checks anvil's JSON-RPC port itself ([`crate::targets::HealthCheck::JsonRpc`]), so
+/// nobody needs to find it, and a fixed port (the agent's default 8580) would clash between
+/// the nodes of one machine.
+pub const AGENT_HEALTH_LISTEN: &str = "127.0.0.1:0";
 
 /// The address local nodes listen on.
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -156,6 +167,50 @@ impl NodeCommand {
                 PORT_PLACEHOLDER,
                 "--block-time",
                 &block_time,
+                "--chain-id",
+                &chain_id,
+            ],
+        )
+    }
+
+    /// The node agent (`nodefleet agent run`, `exe` being the `nodefleet` executable) with
+    /// anvil as its client: the node task of `nodefleet up`. The agent hydrates the task's
+    /// data dir from the object store at `store_url` (the snapshot `NODEFLEET_SNAPSHOT_ID`
+    /// names when the launch named one, else the store's `latest`, else nothing: an empty
+    /// store starts anvil on a new chain), then runs anvil on the task's port with its state
+    /// (`state.json`) in the data dir, the local fleet's block time and chain id. The role
+    /// comes from `NODEFLEET_ROLE`, like the snapshot from the environment the scheduler
+    /// sets. The agent's own `/health` listens on [`AGENT_HEALTH_LISTEN`]. Paths are passed
+    /// as they are: give absolute ones (the task runs in its own folder).
+    pub fn agent(exe: &Path, anvil: &Path, store_url: &str) -> Self {
+        let block_time = LOCAL_BLOCK_TIME_SECS.to_string();
+        let chain_id = LOCAL_CHAIN_ID.to_string();
+        let anvil = anvil.to_string_lossy();
+        NodeCommand::new(
+            exe,
+            [
+                "agent",
+                "run",
+                "--client",
+                "anvil",
+                "--store",
+                store_url,
+                "--data-dir",
+                DATA_DIR_PLACEHOLDER,
+                "--rpc-host",
+                HOST_PLACEHOLDER,
+                "--rpc-port",
+                PORT_PLACEHOLDER,
+                "--health-listen",
+                AGENT_HEALTH_LISTEN,
+                "--binary",
+                &anvil,
+                "--block-time-secs",
+                &block_time,
+                // anvil has no peers; the agent's /health must not wait for one.
+                "--min-peers",
+                "0",
+                "--",
                 "--chain-id",
                 &chain_id,
             ],
@@ -825,5 +880,30 @@ pub fn describe_exit(status: ExitStatus) -> String {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => format!("ended: {status}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_command_runs_anvil_on_the_tasks_port_data_dir_and_store() {
+        let command = NodeCommand::agent(
+            Path::new("/opt/nodefleet"),
+            Path::new("/tools/anvil"),
+            "file:///fleet/store",
+        );
+        assert_eq!(command.program, Path::new("/opt/nodefleet"));
+        let args = command.render_args(40_123, Path::new("/fleet/tasks/task-1/data"));
+        assert_eq!(
+            args.join(" "),
+            "agent run --client anvil --store file:///fleet/store \
+             --data-dir /fleet/tasks/task-1/data --rpc-host 127.0.0.1 --rpc-port 40123 \
+             --health-listen 127.0.0.1:0 --binary /tools/anvil --block-time-secs 1 \
+             --min-peers 0 -- --chain-id 31337"
+        );
+        // Role and snapshot come from the environment the scheduler sets per task.
+        assert!(command.env.is_empty());
     }
 }

@@ -4,8 +4,19 @@
 //! `up` holds the fleet's redb file open (redb locks it), so another process cannot read the
 //! state store; the status file is the fleet as the running loop last saw it: every node
 //! with its record's state, its target's health, its head block, snapshot and process id,
-//! plus the gateway's address and the `up` process itself. It is written to a temporary
-//! file and renamed over the old one, so a reader never sees half a document.
+//! the updater node (`null` when there is none), the snapshot catalog (verified, published
+//! and retired snapshots, newest first, and `latest_snapshot`, the published one new nodes
+//! are launched on), plus the gateway's address and the `up` process itself. It is written
+//! to a temporary file and renamed over the old one, so a reader never sees half a document.
+//!
+//! ```json
+//! { "up_pid": 4242, "gateway": "http://127.0.0.1:8545", "nodes": [{"id": "local-a-1", ...,
+//!   "snapshot_id": "1764620000000-0123456789abcdef"}], "updater": null,
+//!   "latest_snapshot": "1764620000000-0123456789abcdef",
+//!   "snapshots": [{"id": "1764620000000-0123456789abcdef", "block": 42,
+//!     "created_at": 1764620000000, "bytes": 9000, "uploaded_bytes": 0, "state": "published"}],
+//!   ... }
+//! ```
 //!
 //! # Is an `up` running?
 //!
@@ -24,7 +35,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodefleet_ports::{NodeState, SnapshotId, TaskId, Timestamp};
+use nodefleet_ports::{NodeState, SnapshotId, SnapshotRecord, SnapshotState, TaskId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::node::block_number_within;
@@ -54,6 +65,65 @@ pub struct FleetStatus {
     /// Why the last reconcile could not observe the fleet, if it could not.
     pub last_error: Option<String>,
     pub nodes: Vec<NodeStatus>,
+    /// The updater node, which makes the snapshots (never behind the gateway); `null` when
+    /// there is none.
+    #[serde(default)]
+    pub updater: Option<UpdaterStatus>,
+    /// The published snapshot new nodes are launched on; `null` when there is none (new
+    /// nodes start on a new chain).
+    #[serde(default)]
+    pub latest_snapshot: Option<SnapshotId>,
+    /// The catalog's verified, published and retired snapshots, newest first.
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotStatus>,
+}
+
+/// The updater node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdaterStatus {
+    pub id: String,
+    pub zone: String,
+    /// Its record's state.
+    pub state: NodeState,
+    /// Its head block, if it answered `eth_blockNumber`.
+    pub head_block: Option<u64>,
+    /// The snapshot its data dir was hydrated from.
+    pub snapshot_id: Option<SnapshotId>,
+    /// The process of its current task, while it runs.
+    pub pid: Option<u32>,
+    pub task: Option<TaskId>,
+    /// Its JSON-RPC URL.
+    pub url: Option<String>,
+}
+
+/// One snapshot of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStatus {
+    pub id: SnapshotId,
+    /// The block it holds the chain up to.
+    pub block: u64,
+    /// When it was made (milliseconds since the Unix epoch).
+    pub created_at: Timestamp,
+    /// Raw bytes of the data dir it holds.
+    pub bytes: u64,
+    /// Bytes its upload wrote to the store; 0 when not known (a snapshot found in the store
+    /// when `up` started).
+    pub uploaded_bytes: u64,
+    /// `verified`, `published` or `retired`.
+    pub state: SnapshotState,
+}
+
+impl From<&SnapshotRecord> for SnapshotStatus {
+    fn from(record: &SnapshotRecord) -> Self {
+        SnapshotStatus {
+            id: record.id.clone(),
+            block: record.block_height,
+            created_at: record.created_at,
+            bytes: record.bytes,
+            uploaded_bytes: record.uploaded_bytes,
+            state: record.state,
+        }
+    }
 }
 
 /// One node of the fleet.
@@ -71,7 +141,8 @@ pub struct NodeStatus {
     /// Its head block, if it answered `eth_blockNumber` (at `updated_at` in the file; live
     /// in `nodefleet status`).
     pub head_block: Option<u64>,
-    /// The snapshot its data dir was hydrated from (none for bare anvil).
+    /// The snapshot its data dir was hydrated from (none when the fleet had no published
+    /// snapshot at its launch, and for bare anvil).
     pub snapshot_id: Option<SnapshotId>,
     /// The process of its current task, while it runs.
     pub pid: Option<u32>,
@@ -183,20 +254,35 @@ impl FleetStatus {
         self.nodes.iter().filter(|n| n.healthy).count()
     }
 
-    /// Asks every node for its head block now, each within `timeout`, in place of the file's
-    /// (`None` for a node that does not answer).
+    /// Asks every node (and the updater) for its head block now, each within `timeout`, in
+    /// place of the file's (`None` for a node that does not answer).
     pub async fn probe_heads(&mut self, timeout: Duration) {
-        let heads = futures_util::future::join_all(self.nodes.iter().map(|node| async move {
-            let addr = node.url.as_deref().and_then(|url| {
+        let head_of = |url: Option<&str>| {
+            let addr = url.and_then(|url| {
                 url.strip_prefix("http://")
                     .and_then(|rest| rest.parse::<SocketAddr>().ok())
-            })?;
-            block_number_within(addr, timeout).await
-        }))
-        .await;
+            });
+            async move { block_number_within(addr?, timeout).await }
+        };
+        let updater_url = self.updater.as_ref().and_then(|u| u.url.clone());
+        let (heads, updater_head) = tokio::join!(
+            futures_util::future::join_all(
+                self.nodes.iter().map(|node| head_of(node.url.as_deref()))
+            ),
+            head_of(updater_url.as_deref())
+        );
         for (node, head) in self.nodes.iter_mut().zip(heads) {
             node.head_block = head;
         }
+        if let Some(updater) = &mut self.updater {
+            updater.head_block = updater_head;
+        }
+    }
+
+    /// The catalog entry of [`FleetStatus::latest_snapshot`], if it is listed.
+    pub fn latest(&self) -> Option<&SnapshotStatus> {
+        let id = self.latest_snapshot.as_ref()?;
+        self.snapshots.iter().find(|s| &s.id == id)
     }
 
     /// The status as a table for a terminal, its age counted from `now`.
@@ -214,6 +300,32 @@ impl FleetStatus {
         );
         if let Some(error) = &self.last_error {
             out.push_str(&format!("last reconcile failed: {error}\n"));
+        }
+        match (&self.latest_snapshot, self.latest()) {
+            (Some(_), Some(latest)) => out.push_str(&format!(
+                "latest snapshot {}: block {}, made {} ago, {}\n",
+                latest.id,
+                latest.block,
+                ago(now.since(latest.created_at)),
+                size(latest.bytes)
+            )),
+            (Some(id), None) => out.push_str(&format!("latest snapshot {id}\n")),
+            (None, _) => out.push_str("no published snapshot: new nodes start on a new chain\n"),
+        }
+        if let Some(updater) = &self.updater {
+            let dash = || "-".to_owned();
+            out.push_str(&format!(
+                "updater {} in {}: {}, head {}, pid {}, snapshot {}\n",
+                updater.id,
+                updater.zone,
+                state_name(updater.state),
+                updater.head_block.map_or_else(dash, |h| h.to_string()),
+                updater.pid.map_or_else(dash, |p| p.to_string()),
+                updater
+                    .snapshot_id
+                    .as_ref()
+                    .map_or_else(dash, ToString::to_string)
+            ));
         }
         let dash = || "-".to_owned();
         let mut rows = vec![
@@ -250,6 +362,33 @@ impl FleetStatus {
         }
         out
     }
+}
+
+/// A duration as a person reads an age: `42 s`, `5 min`, `3 h`, `2 d` (whole units, rounded
+/// down; each unit until the next one reads at least 2).
+fn ago(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7_200 => format!("{} min", secs / 60),
+        7_200..172_800 => format!("{} h", secs / 3_600),
+        _ => format!("{} d", secs / 86_400),
+    }
+}
+
+/// A byte count in binary units with one decimal (`512 B`, `8.8 KiB`, `1.5 GiB`).
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A node state as the JSON spells it (`serving`).
@@ -312,7 +451,148 @@ mod tests {
                 task: Some(TaskId::new("task-1")),
                 url: Some("http://127.0.0.1:40001".into()),
             }],
+            updater: None,
+            latest_snapshot: None,
+            snapshots: Vec::new(),
         }
+    }
+
+    const SNAPSHOT: &str = "1764620000000-0123456789abcdef";
+
+    /// [`status`] with a published snapshot (the nodes' and the updater's), a retired older
+    /// one, and an updater.
+    fn with_snapshots(updated_at: Timestamp) -> FleetStatus {
+        let mut fleet = status(updated_at);
+        fleet.nodes[0].snapshot_id = Some(SnapshotId::new(SNAPSHOT));
+        fleet.latest_snapshot = Some(SnapshotId::new(SNAPSHOT));
+        fleet.snapshots = vec![
+            SnapshotStatus {
+                id: SnapshotId::new(SNAPSHOT),
+                block: 42,
+                created_at: updated_at.minus(Duration::from_secs(300)),
+                bytes: 9_000,
+                uploaded_bytes: 0,
+                state: SnapshotState::Published,
+            },
+            SnapshotStatus {
+                id: SnapshotId::new("1764610000000-fedcba9876543210"),
+                block: 7,
+                created_at: updated_at.minus(Duration::from_secs(10_300)),
+                bytes: 4_000,
+                uploaded_bytes: 4_100,
+                state: SnapshotState::Retired,
+            },
+        ];
+        fleet.updater = Some(UpdaterStatus {
+            id: "updater-1".into(),
+            zone: "local-b".into(),
+            state: NodeState::Syncing,
+            head_block: Some(50),
+            snapshot_id: Some(SnapshotId::new(SNAPSHOT)),
+            pid: Some(4343),
+            task: Some(TaskId::new("task-2")),
+            url: Some("http://127.0.0.1:40002".into()),
+        });
+        fleet
+    }
+
+    #[test]
+    fn the_json_has_the_catalog_the_latest_snapshot_and_the_updater_or_nulls() {
+        let now = Timestamp::from_millis(1_764_620_300_000);
+        let json = serde_json::to_value(with_snapshots(now)).unwrap();
+        assert_eq!(json["latest_snapshot"], SNAPSHOT);
+        assert_eq!(json["nodes"][0]["snapshot_id"], SNAPSHOT);
+        let snapshots = json["snapshots"].as_array().unwrap();
+        assert_eq!(snapshots.len(), 2);
+        assert_eq!(
+            snapshots[0],
+            serde_json::json!({
+                "id": SNAPSHOT,
+                "block": 42,
+                "created_at": 1_764_620_000_000u64,
+                "bytes": 9_000,
+                "uploaded_bytes": 0,
+                "state": "published",
+            })
+        );
+        assert_eq!(snapshots[1]["state"], "retired");
+        let updater = &json["updater"];
+        for (key, value) in [
+            ("id", serde_json::json!("updater-1")),
+            ("zone", serde_json::json!("local-b")),
+            ("state", serde_json::json!("syncing")),
+            ("pid", serde_json::json!(4343)),
+            ("head_block", serde_json::json!(50)),
+            ("snapshot_id", serde_json::json!(SNAPSHOT)),
+        ] {
+            assert_eq!(updater[key], value, "{key}: {updater}");
+        }
+
+        // Nothing published and no updater: the keys are there, null and empty.
+        let json = serde_json::to_value(status(now)).unwrap();
+        assert!(json["updater"].is_null(), "{json}");
+        assert!(json["latest_snapshot"].is_null(), "{json}");
+        assert_eq!(json["snapshots"], serde_json::json!([]));
+
+        // A file written before these keys existed still reads.
+        let mut old = serde_json::to_value(status(now)).unwrap();
+        for key in ["updater", "latest_snapshot", "snapshots"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let read: FleetStatus = serde_json::from_value(old).unwrap();
+        assert_eq!(read, status(now));
+        let full = with_snapshots(now);
+        let text = serde_json::to_string(&full).unwrap();
+        assert_eq!(serde_json::from_str::<FleetStatus>(&text).unwrap(), full);
+        assert_eq!(full.latest().map(|s| s.block), Some(42));
+    }
+
+    #[test]
+    fn the_table_names_the_latest_snapshot_its_age_and_the_updater() {
+        let now = Timestamp::from_millis(1_764_620_300_000);
+        let table = with_snapshots(now).render(now);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[1],
+            format!("latest snapshot {SNAPSHOT}: block 42, made 5 min ago, 8.8 KiB"),
+            "{table}"
+        );
+        assert_eq!(
+            lines[2],
+            format!(
+                "updater updater-1 in local-b: syncing, head 50, pid 4343, snapshot {SNAPSHOT}"
+            ),
+            "{table}"
+        );
+        assert!(lines[3].starts_with("NODE"), "{table}");
+        assert!(lines[4].contains(SNAPSHOT), "{table}");
+        // The updater is not a row of the node table.
+        assert!(
+            !lines[4..].iter().any(|l| l.contains("updater-1")),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn ages_and_sizes_read_in_whole_units() {
+        let cases = [
+            (0, "0 s"),
+            (119, "119 s"),
+            (120, "2 min"),
+            (7_199, "119 min"),
+            (7_200, "2 h"),
+            (172_799, "47 h"),
+            (172_800, "2 d"),
+        ];
+        for (secs, text) in cases {
+            assert_eq!(ago(Duration::from_secs(secs)), text);
+        }
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1_023), "1023 B");
+        assert_eq!(size(1_024), "1.0 KiB");
+        assert_eq!(size(9_000), "8.8 KiB");
+        assert_eq!(size(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+        assert_eq!(size(u64::MAX), "16.0 EiB");
     }
 
     #[test]
@@ -409,11 +689,15 @@ mod tests {
             "{table}"
         );
         assert_eq!(lines[1], "last reconcile failed: could not list tasks");
+        assert_eq!(
+            lines[2],
+            "no published snapshot: new nodes start on a new chain"
+        );
         assert!(
-            lines[2].starts_with("NODE       ZONE     STATE    HEALTHY"),
+            lines[3].starts_with("NODE       ZONE     STATE    HEALTHY"),
             "{table}"
         );
-        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        let row: Vec<&str> = lines[4].split_whitespace().collect();
         assert_eq!(
             row,
             [
@@ -431,7 +715,7 @@ mod tests {
 
     #[tokio::test]
     async fn heads_are_probed_live_and_none_when_a_node_does_not_answer() {
-        let mut fleet = status(Timestamp::now());
+        let mut fleet = with_snapshots(Timestamp::now());
         // Nobody listens on a port just released.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -439,8 +723,12 @@ mod tests {
             .unwrap()
             .port();
         fleet.nodes[0].url = Some(format!("http://127.0.0.1:{port}"));
+        if let Some(updater) = &mut fleet.updater {
+            updater.url = Some(format!("http://127.0.0.1:{port}"));
+        }
         fleet.probe_heads(Duration::from_millis(500)).await;
         assert_eq!(fleet.nodes[0].head_block, None);
+        assert_eq!(fleet.updater.and_then(|u| u.head_block), None);
     }
 
     #[test]
