@@ -14,8 +14,15 @@
 //! snapshot's chain; with nothing published they start on a new chain each. The store is
 //! kept across runs (the state is not: see `nodefleet_local::healing`): a snapshot published
 //! into it (`nodefleet snapshot create --client anvil --from <stopped anvil's data dir>
-//! --store file://<absolute dir>/store --block-height N`, later the snapshot updater) is
-//! where the next `up` starts from. Ctrl-C stops each agent with SIGTERM, and the agent stops its
+//! --store file://<absolute dir>/store --block-height N`, or by the snapshot updater) is
+//! where the next `up` starts from.
+//!
+//! The snapshot updater runs in the same loop (`nodefleet_local::snapshots`): the first
+//! round starts at once and then one every `--snapshot-interval-secs` (120). A round
+//! launches a dedicated updater node (an agent with role `updater` in `local-a`, never in
+//! the gateway's routes), waits until it is synced, has its agent stop anvil, upload a
+//! snapshot and start anvil again, verifies it and publishes it as `latest`: every node the
+//! reactor launches after that (a replacement) hydrates from it. Ctrl-C stops each agent with SIGTERM, and the agent stops its
 //! anvil.
 //!
 //! Request logs go to `<dir>/gateway.log`, the loop's and the reactor's to
@@ -35,6 +42,7 @@ use nodefleet_gateway::{Gateway, HttpUpstreamConfig, LocalBalancer, logging, ser
 use nodefleet_local::healing::{self, DEFAULT_ZONES, MAX_ZONES};
 use nodefleet_local::node::START_TIMEOUT;
 use nodefleet_local::scheduler::NodeCommand;
+use nodefleet_local::snapshots::DEFAULT_ROUND_INTERVAL;
 use nodefleet_local::{HealingFleet, LocalFleetOptions, tools};
 use tokio::sync::watch;
 
@@ -73,6 +81,10 @@ pub struct UpArgs {
     /// Upstream timeout in milliseconds.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT.as_millis() as u64)]
     timeout_ms: u64,
+    /// Seconds between snapshot rounds of the updater node (the first starts at once);
+    /// 0 runs no snapshot updater.
+    #[arg(long, default_value_t = DEFAULT_ROUND_INTERVAL.as_secs())]
+    snapshot_interval_secs: u64,
 }
 
 /// Request lines (and the gateway's own events) go to `gateway.log`; the rest to
@@ -126,6 +138,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         nodes: args.nodes,
         zones: args.zones,
         gateway: format!("http://{listen}"),
+        snapshot_interval: (args.snapshot_interval_secs > 0)
+            .then(|| std::time::Duration::from_secs(args.snapshot_interval_secs)),
     })
     .await?;
 

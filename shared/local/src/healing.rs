@@ -72,6 +72,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nodefleet_ports::{
@@ -94,6 +95,7 @@ use crate::scheduler::{
     LocalProcessScheduler, LocalSchedulerConfig, LocalZone, NodeCommand, STOP_GRACE,
     STOPPED_TASK_RETENTION,
 };
+use crate::snapshots::{LocalUpdater, local_settings};
 use crate::state::EmbeddedStateStore;
 use crate::status::{FleetStatus, NodeStatus, SnapshotStatus, UpdaterStatus, process_start_time};
 use crate::targets::{HealthCheck, LocalTargetRegistry};
@@ -161,6 +163,9 @@ pub struct LocalFleetOptions {
     pub zones: u32,
     /// The gateway's URL, for the status file.
     pub gateway: String,
+    /// How often the snapshot updater starts a round ([`crate::snapshots`]); `None` runs no
+    /// updater (and launches no updater node).
+    pub snapshot_interval: Option<Duration>,
 }
 
 /// Why the fleet could not be opened. See the module doc for the error policy.
@@ -352,6 +357,8 @@ pub struct HealingFleet {
     owner: String,
     up_started: Option<u64>,
     views: watch::Sender<Option<FleetView>>,
+    /// The snapshot updater the loop ticks, if the fleet has one.
+    updater: Option<LocalUpdater>,
 }
 
 impl HealingFleet {
@@ -423,7 +430,17 @@ impl HealingFleet {
             NetworkMode::Bridge,
             NODE_RPC_PORT,
         );
+        let owner = format!("nodefleet-up-{}", std::process::id());
+        let updater = options.snapshot_interval.map(|interval| LocalUpdater {
+            settings: local_settings(
+                &owner,
+                interval,
+                Duration::from_secs(config.max_head_age_secs),
+            ),
+            store: Arc::new(store.clone()),
+        });
         Ok(HealingFleet {
+            updater,
             dir: options.dir,
             gateway: options.gateway,
             state,
@@ -432,7 +449,7 @@ impl HealingFleet {
             registry: LocalTargetRegistry::with_check(HealthCheck::JsonRpc),
             config,
             desired,
-            owner: format!("nodefleet-up-{}", std::process::id()),
+            owner,
             up_started: process_start_time(std::process::id()),
             views: watch::Sender::new(None),
         })
@@ -597,6 +614,7 @@ impl HealingFleet {
         let settings = self.settings();
         let mut journal = Journal::default();
         let tick = Trigger::Schedule { at: None };
+        let mut last_updater_memory = None;
         loop {
             let now = Timestamp::now();
             let started = Instant::now();
@@ -614,6 +632,18 @@ impl HealingFleet {
                     (false, Some(error.to_string()))
                 }
             };
+            let updater_moved = match &self.updater {
+                Some(updater) => {
+                    let memory = updater.tick(&self.state, &self.scheduler, now).await;
+                    let moved = memory.is_some() && memory != last_updater_memory;
+                    if memory.is_some() {
+                        last_updater_memory = memory;
+                    }
+                    moved
+                }
+                None => false,
+            };
+            let acted = acted || updater_moved;
             let mut live = BTreeSet::new();
             match self.view().await {
                 Ok(view) => {

@@ -10,6 +10,8 @@
 //!   timer over the local adapters, its nodes hydrated from the fleet's object store;
 //! - [`catalog`]: the snapshot catalog re-seeded from the object store's `latest` when the
 //!   fleet opens, and which catalog entries the status shows;
+//! - [`snapshots`]: the snapshot updater's service ticked by the fleet's loop, with local
+//!   intervals and timeouts;
 //! - [`status`]: `FleetStatus`, the status file the running fleet writes and
 //!   `nodefleet status` reads;
 //! - [`state`]: `EmbeddedStateStore`, the `StateStore` in a redb file in the fleet's folder;
@@ -23,6 +25,7 @@ pub mod healing;
 pub mod node;
 pub mod objects;
 pub mod scheduler;
+pub mod snapshots;
 pub mod state;
 pub mod status;
 pub mod targets;

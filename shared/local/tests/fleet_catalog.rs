@@ -84,6 +84,7 @@ fn options(dir: &Path) -> LocalFleetOptions {
         nodes: 3,
         zones: 3,
         gateway: "http://127.0.0.1:8545".into(),
+        snapshot_interval: None,
     }
 }
 

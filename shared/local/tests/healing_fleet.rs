@@ -54,6 +54,7 @@ fn options(dir: &TempDir, command: NodeCommand, nodes: u32) -> LocalFleetOptions
         nodes,
         zones: 3,
         gateway: "http://127.0.0.1:8545".into(),
+        snapshot_interval: None,
     }
 }
 
