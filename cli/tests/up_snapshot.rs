@@ -164,6 +164,7 @@ async fn nodes_hydrate_the_published_snapshot_and_status_names_it() {
     assert_eq!(made.published_generation, Some(1));
     let snapshot = made.snapshot.clone();
 
+    // No updater (spawn_up turns it off): the snapshot made here must stay the latest one.
     let (mut up, mut lines) = spawn_up(&fleet, 3);
     let line = line_with(&mut lines, "JSON-RPC at", WAIT * 2).await;
     let gateway = line.rsplit(' ').next().unwrap().to_owned();

@@ -49,9 +49,21 @@ pub async fn line_with(
 
 /// `nodefleet up --nodes N` on an ephemeral gateway port in `dir`, with the pinned anvil, its
 /// stdout as lines (the banner says `JSON-RPC at <url>`) and its stderr the test's.
+/// The snapshot updater is off (`--snapshot-interval-secs 0`): these tests are about the
+/// serving nodes; `up_updater.rs` runs it.
 pub fn spawn_up(dir: &Path, nodes: u32) -> (Child, Lines<BufReader<ChildStdout>>) {
+    spawn_up_with(dir, nodes, &["--snapshot-interval-secs", "0"])
+}
+
+/// [`spawn_up`] with more arguments for `up`.
+pub fn spawn_up_with(
+    dir: &Path,
+    nodes: u32,
+    extra: &[&str],
+) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut child = nodefleet()
         .args(["up", "--nodes", &nodes.to_string()])
+        .args(extra)
         .args(["--listen", "127.0.0.1:0", "--no-install", "--dir"])
         .arg(dir)
         .env("NODEFLEET_ANVIL", anvil::binary())
