@@ -32,7 +32,7 @@ async fn a_round_publishes_and_a_replacement_hydrates_from_it() {
     let dir = temp_dir("updater", "round");
     // One round at once, and no second one during the test.
     let (mut up, mut lines) = spawn_up_with(&dir, 3, &["--snapshot-interval-secs", "3600"]);
-    let line = line_with(&mut lines, "JSON-RPC at").await;
+    let line = line_with(&mut lines, "JSON-RPC at", WAIT).await;
     let gateway = line.rsplit(' ').next().unwrap().to_owned();
 
     let published = wait_status(&dir, "a published snapshot", WAIT, |s| {
@@ -108,8 +108,10 @@ async fn a_round_publishes_and_a_replacement_hydrates_from_it() {
     let log = std::fs::read_to_string(dir.join("reactor.log")).unwrap();
     assert!(log.contains("a snapshot was published"), "reactor.log lacks the round");
 
+    let pid = i32::try_from(up.id().unwrap()).unwrap();
+    #[allow(unsafe_code)] // sending a signal to our own child
     unsafe {
-        libc::kill(up.id().unwrap() as i32, libc::SIGINT);
+        libc::kill(pid, libc::SIGINT);
     }
     let exit = tokio::time::timeout(WAIT, up.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "up exited {exit}");
