@@ -1,11 +1,12 @@
 //! `nodefleet agent run`: the entrypoint of every node task. Reads what the scheduler put in
-//! the task's environment (`NODEFLEET_ROLE`, `NODEFLEET_SNAPSHOT_ID`, `NODEFLEET_DATA_DIR`,
-//! `NODEFLEET_RPC_PORT`, `NODEFLEET_STORE`), so ECS and the local scheduler need no flags, and
-//! hands over to `nodefleet_agent::run`. Exits 0 after a clean stop on SIGTERM; non-zero when
-//! hydration failed or the client died (the scheduler then replaces the task). Its log
-//! (what it hydrated from, the client's start and stop) is JSON lines on stderr, written
-//! directly so that nothing is lost when it exits with an error: the task's log
-//! (`node.log` of a local task, the container's log on ECS).
+//! the task's environment (`NODEFLEET_ROLE`, `NODEFLEET_NODE_ID`, `NODEFLEET_SNAPSHOT_ID`,
+//! `NODEFLEET_DATA_DIR`, `NODEFLEET_RPC_PORT`, `NODEFLEET_STORE`), so ECS and the local
+//! scheduler need no flags, and hands over to `nodefleet_agent::run`. Exits 0 after a clean
+//! stop on SIGTERM; non-zero when hydration failed, the client died (the scheduler then
+//! replaces the task) or an updater has no node id. Its log (what it hydrated from, the
+//! client's start and stop, the updater channel's commands) is JSON lines on stderr, written
+//! directly so that nothing is lost when it exits with an error: the task's log (`node.log`
+//! of a local task, the container's log on ECS).
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -14,9 +15,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use nodefleet_agent::{AgentConfig, ClientKind, DEFAULT_HEALTH_PORT, Role, Shutdown};
+use nodefleet_agent::{
+    AgentConfig, ClientKind, DEFAULT_CHANNEL_POLL, DEFAULT_HEALTH_PORT, DEFAULT_HEARTBEAT, Role,
+    Shutdown,
+};
 use nodefleet_gateway::logging;
 use nodefleet_ports::NODE_RPC_PORT;
+use nodefleet_ports::scheduler::ENV_NODE_ID;
 use nodefleet_snapshot::catalog::Selector;
 
 use crate::stores::open_store;
@@ -47,9 +52,19 @@ struct RunArgs {
     /// The snapshot to hydrate from: an id, or `latest`.
     #[arg(long, env = "NODEFLEET_SNAPSHOT_ID", default_value = "latest")]
     snapshot: String,
-    /// serving (behind the load balancer) or updater (makes snapshots on POST /snapshot).
+    /// serving (behind the load balancer) or updater (takes the snapshot updater's commands
+    /// through the store's channel, and makes snapshots on POST /snapshot).
     #[arg(long, env = "NODEFLEET_ROLE", default_value = "serving")]
     role: String,
+    /// The node's id: names the updater channel in the store (required with --role updater).
+    #[arg(long, env = ENV_NODE_ID)]
+    node_id: Option<String>,
+    /// How often an updater reads its channel's command, in milliseconds.
+    #[arg(long, default_value_t = millis(DEFAULT_CHANNEL_POLL))]
+    channel_poll_ms: u64,
+    /// The longest an updater's channel report goes unwritten, in milliseconds.
+    #[arg(long, default_value_t = millis(DEFAULT_HEARTBEAT))]
+    heartbeat_ms: u64,
     /// The client's JSON-RPC port (on --rpc-host).
     #[arg(long, env = "NODEFLEET_RPC_PORT", default_value_t = NODE_RPC_PORT)]
     rpc_port: u16,
@@ -109,6 +124,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.thresholds.max_head_age = Duration::from_secs(args.max_head_age_secs);
     config.thresholds.min_peers = args.min_peers;
     config.control_token = args.control_token;
+    config.node_id = args.node_id;
+    anyhow::ensure!(
+        args.channel_poll_ms > 0 && args.heartbeat_ms > 0,
+        "--channel-poll-ms and --heartbeat-ms must be above 0"
+    );
+    config.channel_poll = Duration::from_millis(args.channel_poll_ms);
+    config.heartbeat = Duration::from_millis(args.heartbeat_ms);
 
     let store = open_store(&args.store).await?;
     let shutdown = Shutdown::on_signals().context("cannot install the signal handlers")?;
@@ -120,4 +142,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             std::process::exit(code);
         }
     }
+}
+
+/// A default duration as a flag's milliseconds.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -2,6 +2,8 @@
 //! scheduler's environment only, with anvil as the client and a `file://` store. An updater
 //! agent makes a snapshot on `POST /snapshot`; a serving agent started on the same store
 //! hydrates from it, reports healthy on `/health`, and exits 0 on SIGTERM with anvil gone.
+//! An updater reports on its channel in the store under the node id the scheduler set, and
+//! one without a node id does not start.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
@@ -48,6 +50,7 @@ fn agent(store: &str, data_dir: &PathBuf, role: &str, rpc_port: u16, health_port
         .env("NODEFLEET_STORE", store)
         .env("NODEFLEET_DATA_DIR", data_dir)
         .env("NODEFLEET_ROLE", role)
+        .env("NODEFLEET_NODE_ID", format!("{role}-1"))
         .env("NODEFLEET_RPC_PORT", rpc_port.to_string())
         .env_remove("NODEFLEET_SNAPSHOT_ID")
         .stdin(Stdio::null())
@@ -106,6 +109,62 @@ async fn stop(mut child: Child) -> i32 {
     status.code().unwrap_or(-1)
 }
 
+/// Polls the channel report file until its phase is `phase`; the report.
+async fn wait_for_report(path: &std::path::Path, phase: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        if let Some(report) = report.filter(|r| r["phase"] == phase) {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report in phase {phase} at {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_updater_without_a_node_id_does_not_start() {
+    let scratch = temp_dir("no-node-id");
+    let store = format!("file://{}", scratch.join("store").display());
+    let (rpc, health) = (free_port(), free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nodefleet"));
+    command
+        .args([
+            "agent",
+            "run",
+            "--binary",
+            anvil::binary().to_str().unwrap(),
+        ])
+        .args(["--health-listen", &format!("127.0.0.1:{health}")])
+        .env("NODEFLEET_CLIENT", "anvil")
+        .env("NODEFLEET_STORE", &store)
+        .env("NODEFLEET_DATA_DIR", scratch.join("updater"))
+        .env("NODEFLEET_ROLE", "updater")
+        .env("NODEFLEET_RPC_PORT", rpc.to_string())
+        .env_remove("NODEFLEET_NODE_ID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("the agent gives up at once")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NODEFLEET_NODE_ID"), "{stderr}");
+    assert!(
+        !scratch.join("updater").exists(),
+        "nothing was hydrated or started"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
 #[tokio::test]
 async fn an_updater_snapshots_and_a_new_node_hydrates_from_it() {
     let scratch = temp_dir("hydrate");
@@ -116,6 +175,10 @@ async fn an_updater_snapshots_and_a_new_node_hydrates_from_it() {
     let updater_dir = scratch.join("updater");
     let mut updater = agent(&store, &updater_dir, "updater", rpc, health);
     wait_healthy(&mut updater, health).await;
+    // Its channel report, under the node id from the environment.
+    let report_path = scratch.join("store/control/updater/updater-1/report");
+    let report = wait_for_report(&report_path, "running").await;
+    assert_eq!(report["node"], "updater-1", "{report}");
     tokio::time::sleep(Duration::from_secs(2)).await; // a few blocks
     let made = request(
         Method::POST,

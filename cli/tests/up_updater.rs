@@ -61,7 +61,10 @@ async fn a_round_publishes_and_a_replacement_hydrates_from_it() {
     let latest = catalog::latest(&store).await.unwrap().unwrap();
     assert_eq!(latest.snapshot, snapshot);
     let manifest = catalog::read_manifest(&store, &snapshot).await.unwrap();
-    let (block, hash) = (manifest.chain.block_height, manifest.chain.block_hash.clone());
+    let (block, hash) = (
+        manifest.chain.block_height,
+        manifest.chain.block_hash.clone(),
+    );
     assert!(block > 0, "the updater's chain had blocks");
     assert_eq!(entry["block"].as_u64(), Some(block));
 
@@ -106,14 +109,20 @@ async fn a_round_publishes_and_a_replacement_hydrates_from_it() {
 
     // The round is in the updater's log.
     let log = std::fs::read_to_string(dir.join("reactor.log")).unwrap();
-    assert!(log.contains("a snapshot was published"), "reactor.log lacks the round");
+    assert!(
+        log.contains("a snapshot was published"),
+        "reactor.log lacks the round"
+    );
 
     let pid = i32::try_from(up.id().unwrap()).unwrap();
     #[allow(unsafe_code)] // sending a signal to our own child
     unsafe {
         libc::kill(pid, libc::SIGINT);
     }
-    let exit = tokio::time::timeout(WAIT, up.wait()).await.unwrap().unwrap();
+    let exit = tokio::time::timeout(WAIT, up.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "up exited {exit}");
     let _ = std::fs::remove_dir_all(&dir);
 }

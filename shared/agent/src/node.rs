@@ -1,5 +1,6 @@
-//! The node: the one running client, shared by the lifecycle ([`crate::run()`]) and the
-//! updater's control endpoint ([`crate::server`]).
+//! The node: the one running client, shared by the lifecycle ([`crate::run()`]), the
+//! updater channel ([`crate::updater`]) and the updater's control endpoint
+//! ([`crate::server`]).
 //!
 //! The client sits in a slot behind an async mutex. Whoever stops it takes it out of the
 //! slot first, so a stop on request (shutdown, snapshot) is never mistaken for a death: a
@@ -8,23 +9,32 @@
 //! task). A [`Phase`] watch tells `/health` when there is no client to probe (hydrating,
 //! stopped for a snapshot, stopping).
 //!
-//! # Snapshot on command (`--role updater`)
+//! # Snapshots: quiesce, upload, resume (`--role updater`)
 //!
-//! [`Node::snapshot`] runs one at a time (a second caller gets [`SnapshotFailure::Busy`]):
+//! A snapshot is made of three primitives, shared by both ways an updater is driven: the
+//! updater channel ([`crate::updater`], one command at a time) and `POST /snapshot`
+//! ([`Node::snapshot`], all three in a row). One operation runs at a time on a node (a
+//! second caller gets [`SnapshotFailure::Busy`]), so a command can never restart the client
+//! under a running upload.
 //!
-//! 1. The node must be healthy ([`crate::health::judge`] with the agent's thresholds): a
-//!    snapshot of a node that is behind would hand every new node stale data. Its chain
-//!    point (client version, chain id, head number and hash) is read for the manifest.
-//! 2. The client is stopped with its profile's signal and timeout. A snapshot is taken only
-//!    after a *clean* stop (DESIGN: a consistent snapshot comes from a stopped client); a
-//!    client that had to be killed may not have flushed, so nothing is uploaded.
-//! 3. [`nodefleet_snapshot::create::create`] uploads what the store lacks, verifies, and
-//!    publishes `latest` when asked.
-//! 4. The client is started again, whatever `create` said. If that fails the node is
-//!    useless: it is reported as fatal and the agent exits.
+//! 1. [`Node::quiesce`]: the node must be healthy ([`crate::health::judge`] with the agent's
+//!    thresholds): a snapshot of a node that is behind would hand every new node stale
+//!    data. Its chain point (client version, chain id, head number and hash) is read for
+//!    the manifest. Then the client is stopped with its profile's signal and timeout. A
+//!    snapshot is taken only after a *clean* stop (DESIGN: a consistent snapshot comes from
+//!    a stopped client); a client that had to be killed may not have flushed, so it is
+//!    started again and the quiesce fails. The phase is [`Phase::Quiesced`] from the stop on.
+//! 2. [`Node::upload`]: [`nodefleet_snapshot::create::create`] on the stopped data dir
+//!    uploads what the store lacks, verifies, and publishes `latest` when asked. It refuses
+//!    while a client runs.
+//! 3. [`Node::resume`]: the client is started again (after the restore-marker check of
+//!    invariant 3, like every start), or left alone when it runs. If it cannot be started
+//!    the node is useless: that is reported as fatal and the agent exits.
 //!
-//! A shutdown during the snapshot abandons `create` (it publishes last, so an abandoned
-//! create leaves the previous `latest` in place, invariant 4) and leaves the client stopped.
+//! `POST /snapshot` resumes whatever the upload said. A shutdown during it abandons
+//! `create` (it publishes last, so an abandoned create leaves the previous `latest` in
+//! place, invariant 4) and leaves the client stopped. No start happens once the agent is
+//! stopping.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,7 +42,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nodefleet_ports::ObjectStore;
 use nodefleet_snapshot::create::{CreateOptions, CreateSummary, create};
 use nodefleet_snapshot::error::SnapshotError;
-use tokio::sync::{Mutex, watch};
+use nodefleet_snapshot::format::ChainPoint;
+use tokio::sync::{Mutex, MutexGuard, watch};
 
 use crate::client::{ClientError, ClientExit, ExitCause, LaunchSpec, RunningClient};
 use crate::health::{Thresholds, judge};
@@ -48,8 +59,8 @@ pub enum Phase {
     Hydrating,
     /// The client was started; `/health` probes it.
     Running,
-    /// The client is stopped while a snapshot is made.
-    Snapshotting,
+    /// The client is stopped by a quiesce, for a snapshot (uploading or waiting to resume).
+    Quiesced,
     /// The agent is stopping (or the client is gone for good).
     Stopping,
 }
@@ -60,7 +71,7 @@ impl Phase {
         match self {
             Phase::Hydrating => Some("hydrating the data dir from a snapshot"),
             Phase::Running => None,
-            Phase::Snapshotting => Some("the client is stopped while a snapshot is made"),
+            Phase::Quiesced => Some("the client is stopped for a snapshot"),
             Phase::Stopping => Some("the agent is stopping"),
         }
     }
@@ -75,8 +86,9 @@ pub enum Fatal {
     RestartFailed(String),
 }
 
-/// Why a snapshot was not made. Every variant but `Create`, `Restart` and `ShuttingDown`
-/// leaves the client running as it was.
+/// Why a snapshot step failed. After `NotHealthy`, `ChainPoint`, `NotClean` (it was started
+/// again), `Busy` and `NotUpdater` the client runs as it did; after `Create` and
+/// `ClientRunning` it is as it was before the upload; after `Restart` the node is fatal.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotFailure {
     #[error("this agent does not have the updater role")]
@@ -85,16 +97,49 @@ pub enum SnapshotFailure {
     Busy,
     #[error("the agent is stopping")]
     ShuttingDown,
+    #[error("the data dir is still being hydrated; the client has not started yet")]
+    Hydrating,
     #[error("the node is not healthy, so it is not snapshotted: {0}")]
     NotHealthy(String),
     #[error("cannot read the chain point for the manifest: {0}")]
     ChainPoint(#[from] ProbeError),
     #[error("the client did not stop cleanly ({0}), so nothing was uploaded; it was started again")]
     NotClean(ClientExit),
-    #[error("creating the snapshot failed (the client was started again): {0}")]
+    #[error("the client runs: a snapshot is made only of a stopped data dir")]
+    ClientRunning,
+    #[error("creating the snapshot failed: {0}")]
     Create(#[from] SnapshotError),
     #[error("the client could not be started again after the snapshot: {0}")]
     Restart(String),
+}
+
+impl SnapshotFailure {
+    /// True when the same request may succeed later without a person: the node was busy,
+    /// behind or briefly unreachable, the stop was not clean this time, or the store
+    /// throttled.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SnapshotFailure::Busy
+            | SnapshotFailure::ShuttingDown
+            | SnapshotFailure::Hydrating
+            | SnapshotFailure::NotHealthy(_)
+            | SnapshotFailure::ChainPoint(_)
+            | SnapshotFailure::NotClean(_) => true,
+            SnapshotFailure::Create(error) => error.is_retryable(),
+            SnapshotFailure::NotUpdater
+            | SnapshotFailure::ClientRunning
+            | SnapshotFailure::Restart(_) => false,
+        }
+    }
+}
+
+/// What [`Node::resume`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// The client was stopped and is started again.
+    Started,
+    /// The client was running already.
+    WasRunning,
 }
 
 /// How snapshots are made on this node (the updater role).
@@ -125,7 +170,8 @@ pub struct Node {
     thresholds: Thresholds,
     updater: Option<UpdaterSettings>,
     client: Mutex<Option<RunningClient>>,
-    snapshot_running: Mutex<()>,
+    /// Held by the one snapshot operation that runs (a step or a whole snapshot).
+    operation: Mutex<()>,
     phase: watch::Sender<Phase>,
     fatal: watch::Sender<Option<Fatal>>,
 }
@@ -155,7 +201,7 @@ impl Node {
             thresholds,
             updater,
             client: Mutex::new(None),
-            snapshot_running: Mutex::new(()),
+            operation: Mutex::new(()),
             phase: watch::channel(Phase::Hydrating).0,
             fatal: watch::channel(None).0,
         }
@@ -165,6 +211,12 @@ impl Node {
     /// `snapshot` (none for an empty store). Only the first call counts.
     pub fn set_required_snapshot(&self, snapshot: Option<String>) {
         let _ = self.required_snapshot.set(snapshot);
+    }
+
+    /// The snapshot the data dir was hydrated from: `None` before hydration is done and
+    /// after one that found an empty store.
+    pub fn hydrated_from(&self) -> Option<String> {
+        self.required_snapshot.get().cloned().flatten()
     }
 
     pub fn is_updater(&self) -> bool {
@@ -177,6 +229,10 @@ impl Node {
 
     pub fn phase(&self) -> watch::Receiver<Phase> {
         self.phase.subscribe()
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.phase.borrow() == Phase::Stopping
     }
 
     /// Starts the client (the first time).
@@ -217,6 +273,27 @@ impl Node {
         Ok(())
     }
 
+    /// Starts the client into the empty `slot` again, unless the agent is stopping. A
+    /// failure is fatal: a node without its client is useless.
+    async fn restart_into(
+        self: &Arc<Self>,
+        slot: &mut Option<RunningClient>,
+    ) -> Result<(), SnapshotFailure> {
+        if self.is_stopping() {
+            return Err(SnapshotFailure::ShuttingDown);
+        }
+        if let Err(error) = self.start_into(slot).await {
+            let message = error.to_string();
+            tracing::error!(%message, "the client did not start again");
+            self.set_phase(Phase::Stopping);
+            self.fatal
+                .send_replace(Some(Fatal::RestartFailed(message.clone())));
+            return Err(SnapshotFailure::Restart(message));
+        }
+        self.set_phase(Phase::Running);
+        Ok(())
+    }
+
     /// Waits until the node cannot go on.
     pub async fn fatal(&self) -> Fatal {
         let mut fatal = self.fatal.subscribe();
@@ -231,7 +308,7 @@ impl Node {
         }
     }
 
-    /// Stops the client, if one runs; its exit.
+    /// Stops the client, if one runs; its exit. No client starts after this.
     pub async fn stop(&self) -> Option<ClientExit> {
         self.set_phase(Phase::Stopping);
         let client = self.client.lock().await.take()?;
@@ -241,22 +318,38 @@ impl Node {
         Some(client.stop().await)
     }
 
-    /// Stops the client, makes a snapshot, starts the client again. See the module doc.
-    pub async fn snapshot(
-        self: &Arc<Self>,
-        publish: bool,
-        mut shutdown: Shutdown,
-    ) -> Result<CreateSummary, SnapshotFailure> {
-        let Some(updater) = &self.updater else {
+    /// The right to run one snapshot operation, or `Busy`.
+    fn operation(&self) -> Result<MutexGuard<'_, ()>, SnapshotFailure> {
+        if self.updater.is_none() {
             return Err(SnapshotFailure::NotUpdater);
-        };
-        let Ok(_one_at_a_time) = self.snapshot_running.try_lock() else {
-            return Err(SnapshotFailure::Busy);
-        };
-        if shutdown.is_fired() {
-            return Err(SnapshotFailure::ShuttingDown);
         }
+        self.operation.try_lock().map_err(|_| SnapshotFailure::Busy)
+    }
 
+    /// Checks the node is healthy, reads its chain point and stops the client cleanly;
+    /// the chain point. See the module doc.
+    pub async fn quiesce(self: &Arc<Self>) -> Result<ChainPoint, SnapshotFailure> {
+        let _one_at_a_time = self.operation()?;
+        self.quiesce_locked().await
+    }
+
+    /// Snapshots the stopped data dir at `chain` into the store, publishing it when asked.
+    pub async fn upload(
+        &self,
+        chain: ChainPoint,
+        publish: bool,
+    ) -> Result<CreateSummary, SnapshotFailure> {
+        let _one_at_a_time = self.operation()?;
+        self.upload_locked(chain, publish).await
+    }
+
+    /// Starts the client if it is stopped.
+    pub async fn resume(self: &Arc<Self>) -> Result<Resumed, SnapshotFailure> {
+        let _one_at_a_time = self.operation()?;
+        self.resume_locked().await
+    }
+
+    async fn quiesce_locked(self: &Arc<Self>) -> Result<ChainPoint, SnapshotFailure> {
         let health = judge(
             &self.rpc.observe().await,
             &self.thresholds,
@@ -270,62 +363,112 @@ impl Node {
         let chain = self.rpc.chain_point(self.spec.kind.name()).await?;
 
         let mut slot = self.client.lock().await;
+        if self.is_stopping() {
+            return Err(SnapshotFailure::ShuttingDown);
+        }
         let Some(client) = slot.take() else {
             return Err(SnapshotFailure::ShuttingDown);
         };
-        self.set_phase(Phase::Snapshotting);
+        self.set_phase(Phase::Quiesced);
         tracing::info!(
             block = chain.block_height,
             "stopping the client for a snapshot"
         );
         let exit = client.stop().await;
+        if exit.is_clean() {
+            return Ok(chain);
+        }
+        tracing::error!(%exit, "the client did not stop cleanly; starting it again");
+        self.restart_into(&mut slot).await?;
+        Err(SnapshotFailure::NotClean(exit))
+    }
 
-        let outcome = if exit.is_clean() {
-            let options = CreateOptions {
-                profile: self.spec.kind.profile(),
-                chain,
-                concurrency: updater.concurrency,
-                now_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                publish,
-            };
-            let creating = create(
-                updater.store.clone(),
-                &self.spec.data_dir,
-                &options,
-                Arc::new(LogProgress::new("snapshot")),
-            );
-            tokio::select! {
-                created = creating => created.map_err(SnapshotFailure::from),
-                () = shutdown.wait() => {
-                    self.set_phase(Phase::Stopping);
-                    return Err(SnapshotFailure::ShuttingDown);
-                }
-            }
-        } else {
-            Err(SnapshotFailure::NotClean(exit))
+    async fn upload_locked(
+        &self,
+        chain: ChainPoint,
+        publish: bool,
+    ) -> Result<CreateSummary, SnapshotFailure> {
+        let Some(updater) = &self.updater else {
+            return Err(SnapshotFailure::NotUpdater);
         };
-        match &outcome {
-            Ok(summary) => {
-                tracing::info!(snapshot = %summary.snapshot, bytes_transferred = summary.bytes_transferred, "snapshot made")
-            }
+        if self.client.lock().await.is_some() {
+            return Err(SnapshotFailure::ClientRunning);
+        }
+        let options = CreateOptions {
+            profile: self.spec.kind.profile(),
+            chain,
+            concurrency: updater.concurrency,
+            now_ms: now_ms(),
+            publish,
+        };
+        let created = create(
+            updater.store.clone(),
+            &self.spec.data_dir,
+            &options,
+            Arc::new(LogProgress::new("snapshot")),
+        )
+        .await;
+        match &created {
+            Ok(summary) => tracing::info!(
+                snapshot = %summary.snapshot,
+                bytes_transferred = summary.bytes_transferred,
+                published = publish,
+                "snapshot made"
+            ),
             Err(error) => tracing::error!(%error, "snapshot failed"),
         }
+        Ok(created?)
+    }
 
+    async fn resume_locked(self: &Arc<Self>) -> Result<Resumed, SnapshotFailure> {
+        let mut slot = self.client.lock().await;
+        if *self.phase.borrow() == Phase::Hydrating {
+            // The lifecycle makes the first start, after hydration.
+            return Err(SnapshotFailure::Hydrating);
+        }
+        if slot.is_some() {
+            // A client that died on its own is fatal already: it is not started again.
+            return if self.is_stopping() {
+                Err(SnapshotFailure::ShuttingDown)
+            } else {
+                Ok(Resumed::WasRunning)
+            };
+        }
+        self.restart_into(&mut slot).await?;
+        tracing::info!("the client was started again");
+        Ok(Resumed::Started)
+    }
+
+    /// Quiesces, uploads and resumes, as `POST /snapshot` asks. See the module doc.
+    pub async fn snapshot(
+        self: &Arc<Self>,
+        publish: bool,
+        mut shutdown: Shutdown,
+    ) -> Result<CreateSummary, SnapshotFailure> {
+        let _one_at_a_time = self.operation()?;
+        if shutdown.is_fired() {
+            return Err(SnapshotFailure::ShuttingDown);
+        }
+        let chain = self.quiesce_locked().await?;
+        let outcome = tokio::select! {
+            created = self.upload_locked(chain, publish) => created,
+            () = shutdown.wait() => {
+                self.set_phase(Phase::Stopping);
+                return Err(SnapshotFailure::ShuttingDown);
+            }
+        };
         if shutdown.is_fired() {
             self.set_phase(Phase::Stopping);
             return outcome;
         }
-        if let Err(error) = self.start_into(&mut slot).await {
-            let message = error.to_string();
-            tracing::error!(%message, "the client did not start again after the snapshot");
-            self.set_phase(Phase::Stopping);
-            self.fatal
-                .send_replace(Some(Fatal::RestartFailed(message.clone())));
-            return Err(SnapshotFailure::Restart(message));
-        }
-        self.set_phase(Phase::Running);
+        self.resume_locked().await?;
         outcome
     }
+}
+
+/// The wall clock in Unix milliseconds (0 before 1970, saturating far after).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -15,8 +15,13 @@
 //!    [`AgentError::ClientDied`], whose [`AgentError::exit_code`] is non-zero, and ECS
 //!    replaces the task.
 //!
-//! On an updater (`Role::Updater`), `POST /snapshot` on the same port stops the client,
-//! snapshots the data dir into the store and starts it again ([`crate::node`]).
+//! On an updater (`Role::Updater`), the updater channel loop ([`crate::updater`]) runs
+//! beside all of this from step 1 on: it reports to the snapshot updater through the store
+//! and takes its quiesce, upload and resume commands; its last report is written after the
+//! client stopped. An updater needs its node id ([`AgentConfig::node_id`], set by the
+//! schedulers) to find its channel: without one the run fails before anything starts.
+//! `POST /snapshot` on the health port makes a whole snapshot in one request (stop, create,
+//! start: [`crate::node`]).
 //!
 //! ECS gives a stopping task `stopTimeout` seconds (at most 120) between SIGTERM and
 //! SIGKILL; the task definition should give at least the profile's `stop_timeout` where it
@@ -40,6 +45,7 @@ use crate::probe::{PROBE_TIMEOUT, RpcClient};
 use crate::progress::LogProgress;
 use crate::server::{self, BindError, Control, HEALTH_CACHE_TTL, HealthEndpoint, Server};
 use crate::shutdown::Shutdown;
+use crate::updater::{ChannelLoop, ChannelSettings, DEFAULT_CHANNEL_POLL, DEFAULT_HEARTBEAT};
 
 /// The agent's own port (`/health`, `/snapshot`): clear of the clients' defaults (8545-8551
 /// RPC and engine, 6060/9001/9090/9091/9545 metrics and private APIs) and of common
@@ -73,6 +79,13 @@ pub struct AgentConfig {
     pub create_concurrency: usize,
     /// When set, `POST /snapshot` needs `Authorization: Bearer <token>`.
     pub control_token: Option<String>,
+    /// The node's id (`NODEFLEET_NODE_ID`): names the updater channel. Required on an
+    /// updater.
+    pub node_id: Option<String>,
+    /// How often an updater reads its channel's command.
+    pub channel_poll: Duration,
+    /// The longest an updater's channel report goes unwritten.
+    pub heartbeat: Duration,
 }
 
 impl AgentConfig {
@@ -94,7 +107,28 @@ impl AgentConfig {
             restore: RestoreOptions::default(),
             create_concurrency: DEFAULT_CREATE_CONCURRENCY,
             control_token: None,
+            node_id: None,
+            channel_poll: DEFAULT_CHANNEL_POLL,
+            heartbeat: DEFAULT_HEARTBEAT,
         }
+    }
+
+    /// The updater channel's settings: `None` for a serving node, an error for an updater
+    /// without a node id.
+    fn channel(&self) -> Result<Option<ChannelSettings>, AgentError> {
+        if self.role != Role::Updater {
+            return Ok(None);
+        }
+        let node = self
+            .node_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .ok_or(AgentError::NoNodeId)?;
+        Ok(Some(ChannelSettings {
+            node,
+            poll: self.channel_poll,
+            heartbeat: self.heartbeat,
+        }))
     }
 
     /// Where the agent reaches the client's RPC: its listen address, with a wildcard
@@ -135,6 +169,10 @@ pub enum AgentError {
     ClientDied(ClientExit),
     #[error("the client could not be started again after a snapshot: {0}")]
     RestartFailed(String),
+    #[error(
+        "an updater needs its node id to find its channel in the store: pass --node-id or set NODEFLEET_NODE_ID"
+    )]
+    NoNodeId,
 }
 
 impl AgentError {
@@ -155,6 +193,7 @@ pub async fn run(
     store: Arc<dyn ObjectStore>,
     shutdown: Shutdown,
 ) -> Result<RunReport, AgentError> {
+    config.channel()?;
     let listener = server::bind(config.health_listen).await?;
     run_with_listener(config, listener, store, shutdown).await
 }
@@ -167,8 +206,9 @@ pub async fn run_with_listener(
     store: Arc<dyn ObjectStore>,
     mut shutdown: Shutdown,
 ) -> Result<RunReport, AgentError> {
+    let channel = config.channel()?;
     let rpc = RpcClient::new(config.probe_addr(), config.probe_timeout);
-    let updater = (config.role == Role::Updater).then(|| UpdaterSettings {
+    let updater = channel.is_some().then(|| UpdaterSettings {
         store: store.clone(),
         concurrency: config.create_concurrency,
     });
@@ -183,14 +223,22 @@ pub async fn run_with_listener(
         token: config.control_token.clone(),
         shutdown: shutdown.clone(),
     });
-    let health =
-        HealthEndpoint::new(rpc, config.thresholds).with_cache_ttl(config.health_cache_ttl);
-    let server = Arc::new(Server::for_node(health, node.phase(), control));
+    let health = Arc::new(
+        HealthEndpoint::new(rpc, config.thresholds).with_cache_ttl(config.health_cache_ttl),
+    );
+    let server = Arc::new(Server::for_node(health.clone(), node.phase(), control));
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server::serve(listener, server, async {
         let _ = serving_stopped.await;
     }));
+    let channel =
+        channel.map(|settings| ChannelLoop::spawn(node.clone(), store.clone(), health, settings));
     let finish = |result: Result<RunReport, AgentError>| async {
+        // The channel's last report comes after the client stopped, while /health still
+        // answers.
+        if let Some(channel) = channel {
+            channel.stop().await;
+        }
         let _ = stop_serving.send(());
         let _ = serving.await;
         result

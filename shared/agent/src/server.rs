@@ -13,17 +13,19 @@
 //!
 //! # `POST /snapshot` (updater role only)
 //!
-//! Stops the client, makes a snapshot, starts the client again ([`Node::snapshot`]) and
-//! answers 200 with the engine's `CreateSummary` as JSON. The body is optional:
+//! Stops the client, makes a snapshot, starts the client again ([`Node::snapshot`]: the
+//! same quiesce, upload and resume steps the updater channel, [`crate::updater`], runs one
+//! command at a time; one operation runs at a time whichever way it came) and answers 200 with the engine's `CreateSummary` as JSON. The body is optional:
 //! `{"publish": false}` uploads and verifies without publishing `latest` (default: publish).
-//! Answers: 409 while another snapshot runs, 503 when the node is not healthy or the agent
+//! Answers: 409 while another snapshot (or channel command) runs, 503 when the node is not healthy or the agent
 //! is stopping, 500 when the client did not stop cleanly, `create` failed or the client did
 //! not start again; errors are `{"error": "...", "retryable": bool}`. The snapshot runs in a
 //! task of its own, so a caller that hangs up does not abandon a stopped client.
 //!
 //! **Exposure.** The endpoint exists only with the updater role (404 otherwise), on the
-//! same port as `/health`: the updater Lambda has to reach it over the VPC, which a
-//! loopback-only listener would not allow. What protects it: the updater task is never
+//! same port as `/health`, so an operator (or a tool in the VPC) can reach it, which a
+//! loopback-only listener would not allow; the snapshot updater itself needs no route to the
+//! node, it talks to the agent through the store. What protects it: the updater task is never
 //! registered with the RPC load balancer (clients cannot reach its port), the task's
 //! security group admits the agent port from the control plane only, it can do nothing but
 //! snapshot what the node already has (no input reaches the file system or a command line),
@@ -120,6 +122,16 @@ impl HealthEndpoint {
         *cache = Some((Instant::now(), health.clone()));
         health
     }
+
+    /// The node's health in `phase`: unhealthy without a probe when there is no client to
+    /// probe (hydrating, stopped for a snapshot, stopping), else [`HealthEndpoint::health`].
+    /// What `/health` answers and what the updater channel reports.
+    pub async fn health_in(&self, phase: &Phase) -> Health {
+        match phase.unhealthy_reason() {
+            Some(reason) => Health::unhealthy(reason),
+            None => self.health().await,
+        }
+    }
 }
 
 /// The updater's control: the node to snapshot, the optional token, the agent's shutdown.
@@ -133,7 +145,7 @@ pub(crate) struct Control {
 /// What the endpoint serves.
 #[derive(Debug)]
 pub struct Server {
-    health: HealthEndpoint,
+    health: Arc<HealthEndpoint>,
     phase: Option<watch::Receiver<Phase>>,
     control: Option<Control>,
 }
@@ -142,7 +154,7 @@ impl Server {
     /// `/health` only, always probing (no lifecycle around it).
     pub fn health_only(health: HealthEndpoint) -> Server {
         Server {
-            health,
+            health: Arc::new(health),
             phase: None,
             control: None,
         }
@@ -150,7 +162,7 @@ impl Server {
 
     /// `/health` that follows the node's phase, plus `/snapshot` when `control` is given.
     pub(crate) fn for_node(
-        health: HealthEndpoint,
+        health: Arc<HealthEndpoint>,
         phase: watch::Receiver<Phase>,
         control: Option<Control>,
     ) -> Server {
@@ -162,12 +174,11 @@ impl Server {
     }
 
     async fn current_health(&self) -> Health {
-        let reason = self
-            .phase
-            .as_ref()
-            .and_then(|phase| phase.borrow().unhealthy_reason());
-        match reason {
-            Some(reason) => Health::unhealthy(reason),
+        match &self.phase {
+            Some(phase) => {
+                let phase = phase.borrow().clone();
+                self.health.health_in(&phase).await
+            }
             None => self.health.health().await,
         }
     }
@@ -290,16 +301,19 @@ async fn snapshot(control: &Control, request: Request<Incoming>) -> Response<Ful
     match running.await {
         Ok(Ok(summary)) => json(StatusCode::OK, &summary),
         Ok(Err(failure)) => {
-            let (status, retryable) = match &failure {
-                SnapshotFailure::Busy => (StatusCode::CONFLICT, true),
+            let status = match &failure {
+                SnapshotFailure::Busy => StatusCode::CONFLICT,
                 SnapshotFailure::ShuttingDown
+                | SnapshotFailure::Hydrating
                 | SnapshotFailure::NotHealthy(_)
-                | SnapshotFailure::ChainPoint(_) => (StatusCode::SERVICE_UNAVAILABLE, true),
-                SnapshotFailure::NotUpdater => (StatusCode::NOT_FOUND, false),
-                SnapshotFailure::NotClean(_) => (StatusCode::INTERNAL_SERVER_ERROR, true),
-                SnapshotFailure::Create(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.is_retryable()),
-                SnapshotFailure::Restart(_) => (StatusCode::INTERNAL_SERVER_ERROR, false),
+                | SnapshotFailure::ChainPoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+                SnapshotFailure::NotUpdater => StatusCode::NOT_FOUND,
+                SnapshotFailure::NotClean(_)
+                | SnapshotFailure::ClientRunning
+                | SnapshotFailure::Create(_)
+                | SnapshotFailure::Restart(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
+            let retryable = failure.is_retryable();
             error(status, &failure.to_string(), retryable)
         }
         Err(join) => error(

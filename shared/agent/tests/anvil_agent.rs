@@ -210,6 +210,7 @@ async fn an_updater_snapshots_on_command_and_a_new_node_hydrates_from_it() {
     ));
     let mut config = anvil_config(&dir, "updater");
     config.role = Role::Updater;
+    config.node_id = Some("updater-1".to_owned());
     config.control_token = Some("s3cret".to_owned());
     let updater = Agent::start(config, store.clone()).await;
     updater.health_becomes(200, START).await;

@@ -210,6 +210,13 @@ impl NodeCommand {
                 // anvil has no peers; the agent's /health must not wait for one.
                 "--min-peers",
                 "0",
+                // On the updater node: a local round's steps take milliseconds, so the agent
+                // looks for commands five times a second and reports every second (the
+                // production defaults, 5 s and 15 s, suit a one-minute tick).
+                "--channel-poll-ms",
+                "200",
+                "--heartbeat-ms",
+                "1000",
                 "--",
                 "--chain-id",
                 &chain_id,
@@ -901,7 +908,7 @@ mod tests {
             "agent run --client anvil --store file:///fleet/store \
              --data-dir /fleet/tasks/task-1/data --rpc-host 127.0.0.1 --rpc-port 40123 \
              --health-listen 127.0.0.1:0 --binary /tools/anvil --block-time-secs 1 \
-             --min-peers 0 -- --chain-id 31337"
+             --min-peers 0 --channel-poll-ms 200 --heartbeat-ms 1000 -- --chain-id 31337"
         );
         // Role and snapshot come from the environment the scheduler sets per task.
         assert!(command.env.is_empty());

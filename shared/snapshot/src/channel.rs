@@ -27,9 +27,9 @@
 //! resume arrives (the updater aborted the round) is abandoned, and nothing it uploaded is
 //! visible (an upload never publishes). A quiesce or upload is not started after its
 //! `expires_at_ms` (the updater has given up on it by then); a **resume is always run**,
-//! however late: a client must never stay stopped because its resume came late. An agent
-//! that is quiesced for a round whose command is no longer that round's quiesce or upload
-//! resumes on its own, for the same reason.
+//! however late: a client must never stay stopped because its resume came late. A quiesce
+//! for another round, while the agent is quiesced, fails ("resume first"): the updater then
+//! aborts that round, which sends a resume.
 //!
 //! # Agent restarts
 //!
