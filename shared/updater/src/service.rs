@@ -50,7 +50,7 @@ use nodefleet_ports::{
     TaskStatus, Timestamp, Version, Zone,
 };
 use nodefleet_snapshot::catalog;
-use nodefleet_snapshot::channel::{self, UploadResult};
+use nodefleet_snapshot::channel::{self, AgentPhase, UploadResult};
 use nodefleet_snapshot::error::SnapshotError;
 use nodefleet_snapshot::format::ChainPoint;
 use nodefleet_snapshot::list::created_at_of;
@@ -318,16 +318,48 @@ impl Tick<'_> {
             })
             .collect();
         let node = self.memory.round.as_ref().and_then(|r| r.node.clone());
-        let report = match node {
+        let report = match &node {
             Some(node) => channel::read_report(self.ports.store.as_ref(), node.as_str()).await?,
             None => None,
         };
+        if let (Some(node), Some(report)) = (&node, &report) {
+            self.follow_report(node, report).await;
+        }
         self.latest = self.published().await?;
         Ok(Seen {
             updaters,
             report,
             latest: self.latest.clone(),
         })
+    }
+
+    /// Keeps the updater's node record in step with what its agent reports, so operators
+    /// (and `nodefleet status`) see it hydrating, following the chain (`syncing`), synced
+    /// (`serving`: for an updater that means synced, it never takes traffic) or stopped for
+    /// a snapshot (`draining`). Best effort: a failed save is retried on the next tick.
+    async fn follow_report(&self, node: &nodefleet_ports::NodeId, report: &channel::Report) {
+        let state = match report.phase {
+            AgentPhase::Hydrating => NodeState::Hydrating,
+            AgentPhase::Running if report.health.healthy => NodeState::Serving,
+            AgentPhase::Running => NodeState::Syncing,
+            AgentPhase::Quiesced | AgentPhase::Stopping => NodeState::Draining,
+        };
+        match self.ports.state.get_node(node).await {
+            Ok(Some(mut record)) if record.state != state && record.state != NodeState::Stopped => {
+                record.state = state;
+                record.updated_at = self.now;
+                if record.snapshot.is_none() {
+                    record.snapshot = report.hydrated_from.clone().map(SnapshotId::new);
+                }
+                if let Err(error) = self.ports.state.save_node(&record).await {
+                    tracing::warn!(%error, node = %node, "could not update the updater's record");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, node = %node, "could not read the updater's record")
+            }
+        }
     }
 
     /// What `latest` names, with its block (from its catalog record, else its manifest).

@@ -90,6 +90,11 @@ async fn a_round_publishes_a_verified_snapshot_and_the_next_is_incremental() {
     // The updater node is recorded, never serving.
     let nodes = world.state.list_nodes().await.expect("nodes");
     assert!(nodes.iter().all(|n| n.role == Role::Updater));
+    // Its record follows the agent's report: running and synced again after the resume.
+    assert_eq!(
+        nodes.iter().map(|n| n.state).collect::<Vec<_>>(),
+        [nodefleet_ports::NodeState::Serving]
+    );
     // The client was resumed: the agent is not quiesced.
     assert!(world.agent.quiesced.is_none());
     // Every step was timed.
