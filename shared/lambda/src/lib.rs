@@ -3,8 +3,14 @@
 //! handler here, which calls the shared service and returns its answer; the services know
 //! nothing of Lambda.
 //!
-//! - [`env`]: settings from the environment, with errors that name the variable;
-//! - [`reactor`]: the health-reactor function.
+//! - [`env`](mod@env): settings from the environment, with errors that name the variable;
+//! - [`launch`]: the ECS settings of every function that launches node tasks;
+//! - [`function`]: what every function shares (init error, answer and metrics, EMF output);
+//! - [`reactor`]: the health-reactor function;
+//! - [`updater`]: the snapshot-updater function.
 
 pub mod env;
+pub mod function;
+pub mod launch;
 pub mod reactor;
+pub mod updater;

@@ -26,6 +26,9 @@
 //! | `HEALTHY_FLOOR`, `STORM_PERCENT` | seed: healthy floor, storm share | two thirds of `SERVING_NODES`; `34` (just over one third) |
 //! | `MAX_HEAD_AGE_SECS`, `MIN_PEERS` | seed: the agent's health thresholds | `60`, `1` |
 //!
+//! The ECS rows (`CLUSTER` to `NODE_CLIENT`, but `TARGET_GROUP_ARN`) are read by
+//! [`LaunchEnv`], the same parser the snapshot updater uses.
+//!
 //! # Error policy
 //!
 //! A bad setting fails the function at init with the variable's name. An event that cannot
@@ -33,18 +36,13 @@
 //! the next minute's schedule runs it again) only when the reconcile could not observe the
 //! fleet; actions that fail are in the answer and are retried by the next reconcile.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use lambda_runtime::{LambdaEvent, service_fn};
-use nodefleet_aws::ecs::{
-    CapacityProviderShare, EcsLaunch, EcsNetwork, EcsSchedulerConfig, TaskSize,
-};
+use nodefleet_aws::ecs::EcsSchedulerConfig;
 use nodefleet_aws::{DynamoStateStore, EcsScheduler, ElbTargetRegistry};
 use nodefleet_ports::{FleetConfig, NODE_RPC_PORT, Timestamp, Version, Zone};
-use nodefleet_reactor::capacity::task_size_for_client;
 use nodefleet_reactor::metrics::reconcile_documents;
 use nodefleet_reactor::planner::DEFAULT_REPLACEMENTS_PER_HOUR;
 use nodefleet_reactor::reconcile::{Outcome, Ports};
@@ -53,11 +51,9 @@ use nodefleet_reactor::triggers::{FleetScope, parse_trigger};
 use serde_json::{Value, json};
 
 use crate::env::{Env, EnvError};
+pub use crate::function::{Handled, InitError, write_metrics};
+pub use crate::launch::{DEFAULT_CLIENT, DEFAULT_CONTAINER_NAME, LaunchEnv};
 
-/// The container name when `CONTAINER_NAME` is not set: what infra/template.yaml calls it.
-pub const DEFAULT_CONTAINER_NAME: &str = "node";
-/// The client when `NODE_CLIENT` is not set: the most deployed execution client.
-pub const DEFAULT_CLIENT: &str = "geth";
 /// Default storm share in percent: "more than one third" of the fleet, and 34% is the
 /// smallest whole percent at which exactly one third (2 of 6, 3 of 9) is not a storm.
 pub const DEFAULT_STORM_PERCENT: u8 = 34;
@@ -84,25 +80,9 @@ impl ReactorEnv {
     pub fn from_env(env: Env<'_>) -> Result<ReactorEnv, EnvError> {
         let table = env.required("TABLE_NAME")?;
         let fleet = env.required("FLEET_NAME")?;
-        let cluster = env.required("CLUSTER")?;
-        let task_definition = env.required("TASK_DEFINITION")?;
-        let container_name = env
-            .optional("CONTAINER_NAME")
-            .unwrap_or_else(|| DEFAULT_CONTAINER_NAME.to_owned());
+        let LaunchEnv { scheduler, client } = LaunchEnv::from_env(env, &fleet)?;
         let target_group_arn = env.required("TARGET_GROUP_ARN")?;
-        let mut scheduler =
-            EcsSchedulerConfig::new(cluster, task_definition, container_name, fleet.clone());
-        scheduler.network = network_from(env)?;
-        if let Some(provider) = env.optional("CAPACITY_PROVIDER") {
-            scheduler.launch = EcsLaunch::CapacityProviders(vec![CapacityProviderShare {
-                capacity_provider: provider,
-                weight: 1,
-                base: 0,
-            }]);
-        }
-        let client = env
-            .optional("NODE_CLIENT")
-            .unwrap_or_else(|| DEFAULT_CLIENT.to_owned());
+        // LaunchEnv accepts only clients with a capacity profile, which all have a grace.
         let profile_grace = default_grace(&client).ok_or_else(|| {
             Env::invalid(
                 "NODE_CLIENT",
@@ -110,11 +90,6 @@ impl ReactorEnv {
                 "one of geth, reth, erigon, nethermind, besu",
             )
         })?;
-        // The same reservation `nodefleet plan` packs instances with.
-        scheduler.task_size = task_size_for_client(&client).map(|r| TaskSize {
-            cpu_units: r.cpu_units,
-            memory_mib: r.memory_mib,
-        });
         let grace_secs = env.parsed(
             "GRACE_SECS",
             profile_grace.as_secs(),
@@ -164,40 +139,6 @@ impl ReactorEnv {
     }
 }
 
-fn network_from(env: Env<'_>) -> Result<EcsNetwork, EnvError> {
-    let mode = env
-        .optional("NETWORK_MODE")
-        .unwrap_or_else(|| "bridge".to_owned());
-    match mode.as_str() {
-        "bridge" => Ok(EcsNetwork::Bridge),
-        "awsvpc" => {
-            let entries = env.list("SUBNETS_BY_ZONE");
-            if entries.is_empty() {
-                return Err(EnvError::Missing("SUBNETS_BY_ZONE"));
-            }
-            let mut subnets_by_zone: BTreeMap<Zone, Vec<String>> = BTreeMap::new();
-            for entry in &entries {
-                let Some((zone, subnets)) = entry.split_once('=') else {
-                    return Err(Env::invalid(
-                        "SUBNETS_BY_ZONE",
-                        entry,
-                        "zone=subnet[+subnet...] entries, comma-separated",
-                    ));
-                };
-                subnets_by_zone
-                    .entry(Zone::new(zone.trim()))
-                    .or_default()
-                    .extend(subnets.split('+').map(|s| s.trim().to_owned()));
-            }
-            Ok(EcsNetwork::Awsvpc {
-                subnets_by_zone,
-                security_groups: env.list("SECURITY_GROUPS"),
-            })
-        }
-        other => Err(Env::invalid("NETWORK_MODE", other, "bridge or awsvpc")),
-    }
-}
-
 fn seed_from(env: Env<'_>, fleet: &str) -> Result<Option<FleetConfig>, EnvError> {
     let zones = env.list("ZONES");
     let Some(serving) = env.optional("SERVING_NODES") else {
@@ -240,13 +181,6 @@ fn seed_from(env: Env<'_>, fleet: &str) -> Result<Option<FleetConfig>, EnvError>
         min_peers: env.parsed("MIN_PEERS", DEFAULT_MIN_PEERS, "a whole number of peers")?,
         version: Version::NEW,
     }))
-}
-
-/// What one event produced: the answer to return and the EMF documents to write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Handled {
-    pub answer: Value,
-    pub metrics: Vec<Value>,
 }
 
 /// One event through the service on `ports`: parse, reconcile, log every decision, and
@@ -333,17 +267,6 @@ pub struct ReactorFunction {
     registry: ElbTargetRegistry,
 }
 
-/// Why the function could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum InitError {
-    #[error(transparent)]
-    Env(#[from] EnvError),
-    #[error("state store: {0}")]
-    State(#[from] nodefleet_ports::StateError),
-    #[error("scheduler: {0}")]
-    Scheduler(#[from] nodefleet_ports::SchedulerError),
-}
-
 impl ReactorFunction {
     pub fn new(sdk: &SdkConfig, env: ReactorEnv) -> Result<ReactorFunction, InitError> {
         let state = DynamoStateStore::new(sdk, &env.table, &env.fleet)?;
@@ -393,16 +316,6 @@ impl ReactorFunction {
             }
         }
     }
-}
-
-/// Writes each EMF document as one line on stdout, where CloudWatch Logs picks it up.
-pub fn write_metrics(documents: &[Value]) {
-    let mut out = std::io::stdout().lock();
-    for document in documents {
-        // A lost metric line must not fail the invocation.
-        let _ = writeln!(out, "{document}");
-    }
-    let _ = out.flush();
 }
 
 /// Serves events until the runtime shuts the sandbox down.

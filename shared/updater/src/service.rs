@@ -13,9 +13,12 @@
 //!    waiting, and no further (each step's waiting is for the next invocation).
 //! 5. Release the lease.
 //!
-//! The lease is renewed before every effect that can take a while (verify, publish, prune);
-//! a renewal that fails (the lease expired under a slow step and someone took it) stops the
-//! invocation before the effect.
+//! The lease is renewed before every effect that can take a while (verify, publish, prune):
+//! a renewal that fails (someone took the lease) stops the invocation before the effect.
+//! An invocation works with the one `now` it was given, so a renewal checks the lease is
+//! still this tick's (its version is a fencing token) but does not move its expiry past
+//! `now + lease_ttl`: [`UpdaterSettings::lease_ttl`] must exceed the longest invocation (the
+//! Lambda's default is its 900 s timeout plus a minute).
 //!
 //! # Effects
 //!
