@@ -119,15 +119,7 @@ async fn upload(fleet: &MotoFleet, store: Arc<dyn ObjectStore>) -> UploadResult 
     .await
     .unwrap();
     assert_eq!(summary.published_generation, None);
-    UploadResult {
-        snapshot: summary.snapshot,
-        files: summary.files,
-        chunks: summary.chunks,
-        chunks_new: summary.chunks_new,
-        bytes_total: summary.bytes_total,
-        bytes_uploaded: summary.bytes_transferred,
-        bytes_skipped: summary.bytes_skipped,
-    }
+    UploadResult::from(&summary)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -395,7 +395,7 @@ impl Channel {
                             chain,
                         });
                     }
-                    Success::Uploaded(summary) => ack.upload = Some(upload_result(&summary)),
+                    Success::Uploaded(summary) => ack.upload = Some(UploadResult::from(&summary)),
                     Success::Resumed(resumed) => {
                         if resumed == Resumed::WasRunning {
                             ack.detail = Some("the client was running".to_owned());
@@ -561,18 +561,6 @@ fn reported(health: &Health) -> ReportedHealth {
         block: health.block,
         head_age_secs: health.head_age_secs,
         reason: health.reason.clone(),
-    }
-}
-
-fn upload_result(summary: &CreateSummary) -> UploadResult {
-    UploadResult {
-        snapshot: summary.snapshot.clone(),
-        files: summary.files,
-        chunks: summary.chunks,
-        chunks_new: summary.chunks_new,
-        bytes_total: summary.bytes_total,
-        bytes_uploaded: summary.bytes_transferred,
-        bytes_skipped: summary.bytes_skipped,
     }
 }
 

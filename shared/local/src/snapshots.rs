@@ -80,6 +80,15 @@ impl std::fmt::Debug for LocalUpdater {
 
 const LOG_TARGET: &str = "nodefleet::snapshots";
 
+/// `ensure_node=12 wait_synced=300 ...`: how long each step of a round took, in ms.
+fn step_times(steps: &[(nodefleet_updater::round::Step, u64)]) -> String {
+    steps
+        .iter()
+        .map(|(step, millis)| format!("{}={millis}", step.as_str()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl LocalUpdater {
     /// One tick; the memory as it is after it (`None` if the lease was held or it failed).
     pub async fn tick(
@@ -101,6 +110,7 @@ impl LocalUpdater {
                             snapshot,
                             block_height,
                             bytes_uploaded,
+                            bytes_total,
                             ..
                         } => tracing::info!(
                             target: LOG_TARGET,
@@ -109,7 +119,9 @@ impl LocalUpdater {
                             snapshot = snapshot.as_str(),
                             block = block_height,
                             bytes_uploaded,
+                            bytes_total,
                             took_ms = round.finished_at.since(round.started_at).as_millis() as u64,
+                            steps = %step_times(&round.step_millis),
                             "a snapshot was published"
                         ),
                         RoundOutcome::Aborted(abort) => tracing::warn!(

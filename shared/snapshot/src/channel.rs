@@ -46,6 +46,7 @@ use bytes::Bytes;
 use nodefleet_ports::{ObjectError, ObjectStore};
 use serde::{Deserialize, Serialize};
 
+use crate::create::CreateSummary;
 use crate::error::SnapshotError;
 use crate::format::ChainPoint;
 
@@ -134,6 +135,20 @@ pub struct UploadResult {
     pub bytes_uploaded: u64,
     /// Raw bytes the store already had.
     pub bytes_skipped: u64,
+}
+
+impl From<&CreateSummary> for UploadResult {
+    fn from(summary: &CreateSummary) -> Self {
+        UploadResult {
+            snapshot: summary.snapshot.clone(),
+            files: summary.files,
+            chunks: summary.chunks,
+            chunks_new: summary.chunks_new,
+            bytes_total: summary.bytes_total,
+            bytes_uploaded: summary.bytes_transferred,
+            bytes_skipped: summary.bytes_skipped,
+        }
+    }
 }
 
 /// The agent's answer to one command.

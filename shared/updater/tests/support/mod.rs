@@ -354,15 +354,7 @@ impl FakeAgent {
             Arc::new(NoProgress),
         )
         .await?;
-        Ok(UploadResult {
-            snapshot: summary.snapshot,
-            files: summary.files,
-            chunks: summary.chunks,
-            chunks_new: summary.chunks_new,
-            bytes_total: summary.bytes_total,
-            bytes_uploaded: summary.bytes_transferred,
-            bytes_skipped: summary.bytes_skipped,
-        })
+        Ok(UploadResult::from(&summary))
     }
 
     fn ack(&self, id: &str, result: Result<(), String>) -> Ack {
