@@ -33,8 +33,15 @@ NODEFLEET_ANVIL="$ANVIL" "$NODEFLEET" up --nodes "$NODES" --listen 127.0.0.1:0 -
 UP=$!
 trap 'kill -INT $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT
 
+published() {
+    if [ -f "$DIR/reactor.log" ]; then
+        grep -c '"a snapshot was published"' "$DIR/reactor.log" || true
+    else
+        echo 0
+    fi
+}
 deadline=$((SECONDS + TIMEOUT))
-while [ "$(grep -c '"a snapshot was published"' "$DIR/reactor.log" 2>/dev/null || true)" -lt "$ROUNDS" ]; do
+while [ "$(published)" -lt "$ROUNDS" ]; do
     if [ $SECONDS -ge $deadline ]; then
         echo "fewer than $ROUNDS rounds within ${TIMEOUT}s; see $DIR" >&2
         exit 1
