@@ -1,8 +1,12 @@
 //! What every function of the control plane shares around its handler: why it could not
-//! start ([`InitError`]), what one event produced ([`Handled`]), and how its EMF metrics
-//! reach CloudWatch ([`write_metrics`]).
+//! start ([`InitError`]), what one event produced ([`Handled`]), how its EMF metrics reach
+//! CloudWatch ([`write_metrics`]), how an invocation ends ([`answer`]) and the runtime loop
+//! ([`serve`]).
 
+use std::future::Future;
 use std::io::Write;
+
+use lambda_runtime::{LambdaEvent, service_fn};
 
 use nodefleet_aws::s3::S3StoreError;
 use serde_json::Value;
@@ -37,4 +41,41 @@ pub fn write_metrics(documents: &[Value]) {
         let _ = writeln!(out, "{document}");
     }
     let _ = out.flush();
+}
+
+/// How an invocation that `handled` ends: its metrics written and its answer returned, or
+/// its error logged (with whether the next try may succeed, `retryable`) and returned, so
+/// that the runtime reports a failed invocation and EventBridge retries it.
+pub fn answer<E: std::fmt::Display>(
+    handled: Result<Handled, E>,
+    failed: &str,
+    retryable: impl Fn(&E) -> bool,
+) -> Result<Value, E> {
+    match handled {
+        Ok(handled) => {
+            write_metrics(&handled.metrics);
+            Ok(handled.answer)
+        }
+        Err(error) => {
+            tracing::error!(%error, retryable = retryable(&error), "{failed}");
+            Err(error)
+        }
+    }
+}
+
+/// Serves events with `invoke(payload, request id)` until the runtime shuts the sandbox
+/// down.
+pub async fn serve<F, Fut, E>(invoke: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Value, String) -> Fut,
+    Fut: Future<Output = Result<Value, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let invoke = &invoke;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        invoke(event.payload, event.context.request_id)
+            .await
+            .map_err(lambda_runtime::Error::from)
+    }))
+    .await
 }

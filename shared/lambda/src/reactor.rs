@@ -39,7 +39,6 @@
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
-use lambda_runtime::{LambdaEvent, service_fn};
 use nodefleet_aws::ecs::EcsSchedulerConfig;
 use nodefleet_aws::{DynamoStateStore, EcsScheduler, ElbTargetRegistry};
 use nodefleet_ports::{FleetConfig, NODE_RPC_PORT, Timestamp, Version, Zone};
@@ -51,6 +50,7 @@ use nodefleet_reactor::triggers::{FleetScope, parse_trigger};
 use serde_json::{Value, json};
 
 use crate::env::{Env, EnvError};
+use crate::function::{self, answer};
 pub use crate::function::{Handled, InitError, write_metrics};
 pub use crate::launch::{DEFAULT_CLIENT, DEFAULT_CONTAINER_NAME, LaunchEnv};
 
@@ -305,27 +305,15 @@ impl ReactorFunction {
             started,
         )
         .await;
-        match handled {
-            Ok(handled) => {
-                write_metrics(&handled.metrics);
-                Ok(handled.answer)
-            }
-            Err(error) => {
-                tracing::error!(%error, retryable = error.is_retryable(), "reconcile failed");
-                Err(error)
-            }
-        }
+        answer(handled, "reconcile failed", ReactorError::is_retryable)
     }
 }
 
 /// Serves events until the runtime shuts the sandbox down.
 pub async fn serve(function: ReactorFunction) -> Result<(), lambda_runtime::Error> {
     let function = &function;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        function
-            .invoke(&event.payload, &event.context.request_id)
-            .await
-            .map_err(lambda_runtime::Error::from)
-    }))
+    function::serve(move |payload, request_id| async move {
+        function.invoke(&payload, &request_id).await
+    })
     .await
 }

@@ -63,7 +63,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use lambda_runtime::{LambdaEvent, service_fn};
 use nodefleet_aws::ecs::EcsSchedulerConfig;
 use nodefleet_aws::{DynamoStateStore, EcsScheduler, S3ObjectStore};
 use nodefleet_ports::{ObjectStore, StoreUrl, Timestamp, Zone};
@@ -73,7 +72,7 @@ use nodefleet_updater::service::{self, UpdaterError, UpdaterPorts, UpdaterRun, U
 use serde_json::{Value, json};
 
 use crate::env::{Env, EnvError};
-use crate::function::{Handled, InitError, write_metrics};
+use crate::function::{self, Handled, InitError, answer};
 use crate::launch::LaunchEnv;
 pub use crate::reactor::DEFAULT_MAX_HEAD_AGE_SECS;
 
@@ -478,27 +477,19 @@ impl UpdaterFunction {
             Timestamp::now(),
         )
         .await;
-        match handled {
-            Ok(handled) => {
-                write_metrics(&handled.metrics);
-                Ok(handled.answer)
-            }
-            Err(error) => {
-                tracing::error!(%error, retryable = error.is_retryable(), "updater invocation failed");
-                Err(error)
-            }
-        }
+        answer(
+            handled,
+            "updater invocation failed",
+            UpdaterError::is_retryable,
+        )
     }
 }
 
 /// Serves events until the runtime shuts the sandbox down.
 pub async fn serve(function: UpdaterFunction) -> Result<(), lambda_runtime::Error> {
     let function = &function;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        function
-            .invoke(&event.payload, &event.context.request_id)
-            .await
-            .map_err(lambda_runtime::Error::from)
-    }))
+    function::serve(move |payload, request_id| async move {
+        function.invoke(&payload, &request_id).await
+    })
     .await
 }
