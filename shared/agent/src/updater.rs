@@ -34,6 +34,10 @@
 //! after its `running` ack was written (a command whose `running` ack cannot be written is
 //! not started; the next poll tries again).
 //!
+//! A quiesced client whose round's command expired (or vanished) with nothing running is
+//! resumed by the agent on its own: the updater gave up without a resume, and a node must
+//! not stay stopped for good.
+//!
 //! A newer command replaces an upload in flight: the upload's task is dropped (an upload
 //! never publishes, so nothing it made becomes visible) and acked failed, and the newer
 //! command runs. A quiesce or resume in flight is short and must not be cut in the middle
@@ -285,9 +289,10 @@ impl Channel {
         match channel::read_command(self.store.as_ref(), &self.settings.node).await {
             Ok(command) => {
                 self.read_error = None;
-                if let Some(command) = command {
-                    self.consider(command).await;
+                if let Some(command) = &command {
+                    self.consider(command.clone()).await;
                 }
+                self.resume_if_abandoned(command.as_ref()).await;
             }
             Err(error) => {
                 let message = error.to_string();
@@ -296,6 +301,36 @@ impl Channel {
                     self.read_error = Some(message);
                 }
             }
+        }
+    }
+
+    /// The safety net of a quiesced client: if the command that keeps it stopped (this
+    /// round's quiesce or upload) has expired, or the channel has no command any more, and
+    /// nothing runs, the updater has given up on the round without a resume (it is gone, or
+    /// its resume was lost): the agent starts the client on its own rather than leave the
+    /// node stopped for good.
+    async fn resume_if_abandoned(&mut self, command: Option<&Command>) {
+        let Some(quiesced) = &self.quiesced else {
+            return;
+        };
+        if self.running.is_some() {
+            return;
+        }
+        let abandoned = match command {
+            None => true,
+            Some(command) => {
+                command.round == quiesced.round
+                    && command.action != CommandAction::Resume
+                    && command.is_expired(now_ms())
+            }
+        };
+        if !abandoned {
+            return;
+        }
+        tracing::warn!(round = %quiesced.round, "the round's command expired with the client stopped; resuming on its own");
+        match self.node.resume().await {
+            Ok(_) => self.quiesced = None,
+            Err(error) => tracing::error!(%error, "could not resume the client on its own"),
         }
     }
 

@@ -309,6 +309,29 @@ async fn commands_that_cannot_run_fail_and_leave_the_client_running() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_left_quiesced_by_an_expired_round_is_resumed() {
+    let dir = TempDir::new("abandoned");
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryObjectStore::new());
+    let agent = Agent::start(updater_config(&dir, "data"), store.clone()).await;
+    healthy_at_block_2(&store).await;
+    // A quiesce the updater never follows up: it expires two seconds after it was issued.
+    let quiesce = Command::new("r-5", CommandAction::Quiesce, now_ms(), 2_000);
+    channel::issue(store.as_ref(), NODE, &quiesce)
+        .await
+        .unwrap();
+    let (report, _) = ack_becomes(&store, &quiesce, AckState::Done).await;
+    assert_eq!(report.phase, AgentPhase::Quiesced);
+    assert!(!agent.answers().await, "stopped by the quiesce");
+    let resumed = report_where(&store, STEP, "the client resumed on its own", |r| {
+        r.phase == AgentPhase::Running
+    })
+    .await;
+    assert!(resumed.heartbeat_at_ms >= quiesce.expires_at_ms);
+    assert!(agent.answers().await);
+    agent.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_fails_the_command_its_predecessor_was_running() {
     let dir = TempDir::new("restarted");
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryObjectStore::new());

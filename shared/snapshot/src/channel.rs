@@ -29,7 +29,10 @@
 //! `expires_at_ms` (the updater has given up on it by then); a **resume is always run**,
 //! however late: a client must never stay stopped because its resume came late. A quiesce
 //! for another round, while the agent is quiesced, fails ("resume first"): the updater then
-//! aborts that round, which sends a resume.
+//! aborts that round, which sends a resume. And an agent whose client is stopped by a round
+//! whose quiesce or upload command has expired (or whose channel is gone), with nothing
+//! running, resumes on its own: an updater that vanished mid-round must not leave the node
+//! stopped for good.
 //!
 //! # Agent restarts
 //!
