@@ -236,17 +236,7 @@ async fn a_killed_node_is_replaced_by_the_fleet_itself_and_no_read_fails() {
         .flat_map(|n| children(n["pid"].as_u64().unwrap()))
         .collect();
     assert_eq!(clients.len(), 3, "one anvil per agent: {clients:?}");
-    let up_pid = up.id().unwrap();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &up_pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let exit = tokio::time::timeout(WAIT, up.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "{exit}");
+    support::interrupt(&mut up, WAIT).await;
     for node in nodes(&after) {
         assert!(!alive(node["pid"].as_u64().unwrap()), "{node} left behind");
     }

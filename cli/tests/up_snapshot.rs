@@ -237,16 +237,7 @@ async fn nodes_hydrate_the_published_snapshot_and_status_names_it() {
         agents.len(),
         "one anvil per agent: {clients:?}"
     );
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &up.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let exit = tokio::time::timeout(WAIT, up.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "{exit}");
+    support::interrupt(&mut up, WAIT).await;
     for pid in agents.iter().chain(&clients) {
         assert!(!alive(*pid), "process {pid} left behind");
     }

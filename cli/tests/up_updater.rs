@@ -114,15 +114,6 @@ async fn a_round_publishes_and_a_replacement_hydrates_from_it() {
         "reactor.log lacks the round"
     );
 
-    let pid = i32::try_from(up.id().unwrap()).unwrap();
-    #[allow(unsafe_code)] // sending a signal to our own child
-    unsafe {
-        libc::kill(pid, libc::SIGINT);
-    }
-    let exit = tokio::time::timeout(WAIT, up.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "up exited {exit}");
+    support::interrupt(&mut up, WAIT).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

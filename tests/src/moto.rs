@@ -132,3 +132,73 @@ pub fn unique_name(prefix: &str) -> String {
         .trim_end_matches('-')
         .to_owned()
 }
+
+/// A node cluster on moto, as the reactor's and the updater's Lambda tests need it.
+#[derive(Debug, Clone)]
+pub struct EcsCluster {
+    pub cluster: String,
+    /// An awsvpc task definition whose node container publishes 8545.
+    pub task_definition: String,
+    /// `SUBNETS_BY_ZONE` for the functions: moto's default subnet of each zone.
+    pub subnets_by_zone: String,
+}
+
+/// Creates a cluster with `instances_per_zone` i3.8xlarge container instances in each of
+/// `zones`, a node task definition with container `container` (awsvpc: moto gives bridge
+/// tasks no host ports), and finds each zone's default subnet.
+pub async fn ecs_cluster(
+    sdk: &SdkConfig,
+    zones: &[&str],
+    instances_per_zone: usize,
+    container: &str,
+) -> EcsCluster {
+    use aws_sdk_ecs::types::{ContainerDefinition, NetworkMode, PortMapping};
+    let ecs = aws_sdk_ecs::Client::new(sdk);
+    let cluster = unique_name("nf-cluster");
+    ecs.create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .unwrap();
+    let task_definition = unique_name("nf-node");
+    ecs.register_task_definition()
+        .family(&task_definition)
+        .network_mode(NetworkMode::Awsvpc)
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name(container)
+                .image("ghcr.io/nodefleet/node:test")
+                .memory(64)
+                .cpu(16)
+                .port_mappings(PortMapping::builder().container_port(8545).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut subnets = Vec::new();
+    for zone in zones {
+        for _ in 0..instances_per_zone {
+            let instance = run_ec2_instance(zone, "i3.8xlarge").await;
+            ecs.register_container_instance()
+                .cluster(&cluster)
+                .instance_identity_document(format!(
+                    r#"{{"instanceId": "{instance}", "availabilityZone": "{zone}", "region": "{REGION}"}}"#
+                ))
+                .send()
+                .await
+                .unwrap();
+        }
+        let found = ec2_query(&format!(
+            "Action=DescribeSubnets&Version=2016-11-15&Filter.1.Name=availability-zone\
+             &Filter.1.Value.1={zone}&Filter.2.Name=default-for-az&Filter.2.Value.1=true"
+        ))
+        .await;
+        subnets.push(format!("{zone}={}", first_xml_value(&found, "subnetId")));
+    }
+    EcsCluster {
+        cluster,
+        task_definition,
+        subnets_by_zone: subnets.join(","),
+    }
+}

@@ -151,3 +151,17 @@ pub fn children(pid: u64) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Stops `nodefleet up` as Ctrl-C would (SIGINT) and waits for it to exit cleanly.
+pub async fn interrupt(up: &mut Child, within: Duration) {
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &up.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exit = tokio::time::timeout(within, up.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+}

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_ecs::types::{ContainerDefinition, DesiredStatus, NetworkMode, PortMapping};
+use aws_sdk_ecs::types::DesiredStatus;
 use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetTypeEnum};
 use nodefleet_aws::DynamoStateStore;
 use nodefleet_testkit::moto::{self, REGION};
@@ -49,42 +49,11 @@ impl MotoFleet {
             .create_table()
             .await
             .unwrap();
-        let ecs = aws_sdk_ecs::Client::new(&sdk);
-        let cluster = moto::unique_name("nf-cluster");
-        ecs.create_cluster()
-            .cluster_name(&cluster)
-            .send()
-            .await
-            .unwrap();
-        let task_definition = moto::unique_name("nf-node");
-        ecs.register_task_definition()
-            .family(&task_definition)
-            .network_mode(NetworkMode::Awsvpc)
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name(CONTAINER)
-                    .image("ghcr.io/nodefleet/node:test")
-                    .memory(64)
-                    .cpu(16)
-                    .port_mappings(PortMapping::builder().container_port(8545).build())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        for zone in zones {
-            for _ in 0..instances_per_zone {
-                let instance = moto::run_ec2_instance(zone, "i3.8xlarge").await;
-                ecs.register_container_instance()
-                    .cluster(&cluster)
-                    .instance_identity_document(format!(
-                        r#"{{"instanceId": "{instance}", "availabilityZone": "{zone}", "region": "{REGION}"}}"#
-                    ))
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
+        let moto::EcsCluster {
+            cluster,
+            task_definition,
+            subnets_by_zone,
+        } = moto::ecs_cluster(&sdk, zones, instances_per_zone, CONTAINER).await;
         let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
         let group = elb
             .create_target_group()
@@ -101,21 +70,9 @@ impl MotoFleet {
             .target_group_arn()
             .unwrap()
             .to_owned();
-        let mut subnets = Vec::new();
-        for zone in zones {
-            let found = moto::ec2_query(&format!(
-                "Action=DescribeSubnets&Version=2016-11-15&Filter.1.Name=availability-zone\
-                 &Filter.1.Value.1={zone}&Filter.2.Name=default-for-az&Filter.2.Value.1=true"
-            ))
-            .await;
-            subnets.push(format!(
-                "{zone}={}",
-                moto::first_xml_value(&found, "subnetId")
-            ));
-        }
         MotoFleet {
             sdk,
-            subnets_by_zone: subnets.join(","),
+            subnets_by_zone,
             fleet,
             table,
             cluster,

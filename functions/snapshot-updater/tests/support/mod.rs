@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_ecs::types::{ContainerDefinition, DesiredStatus, NetworkMode, PortMapping, TaskField};
+use aws_sdk_ecs::types::{DesiredStatus, TaskField};
 use nodefleet_aws::{DynamoStateStore, S3ObjectStore};
 use nodefleet_ports::{ObjectStore, StoreUrl};
 use nodefleet_testkit::moto::{self, REGION};
@@ -62,58 +62,15 @@ impl MotoFleet {
             .create_table()
             .await
             .unwrap();
-        let ecs = aws_sdk_ecs::Client::new(&sdk);
-        let cluster = moto::unique_name("nf-cluster");
-        ecs.create_cluster()
-            .cluster_name(&cluster)
-            .send()
-            .await
-            .unwrap();
-        let task_definition = moto::unique_name("nf-node");
-        ecs.register_task_definition()
-            .family(&task_definition)
-            .network_mode(NetworkMode::Awsvpc)
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name(CONTAINER)
-                    .image("ghcr.io/nodefleet/node:test")
-                    .memory(64)
-                    .cpu(16)
-                    .port_mappings(PortMapping::builder().container_port(8545).build())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        for zone in zones {
-            for _ in 0..instances_per_zone {
-                let instance = moto::run_ec2_instance(zone, "i3.8xlarge").await;
-                ecs.register_container_instance()
-                    .cluster(&cluster)
-                    .instance_identity_document(format!(
-                        r#"{{"instanceId": "{instance}", "availabilityZone": "{zone}", "region": "{REGION}"}}"#
-                    ))
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
-        let mut subnets = Vec::new();
-        for zone in zones {
-            let found = moto::ec2_query(&format!(
-                "Action=DescribeSubnets&Version=2016-11-15&Filter.1.Name=availability-zone\
-                 &Filter.1.Value.1={zone}&Filter.2.Name=default-for-az&Filter.2.Value.1=true"
-            ))
-            .await;
-            subnets.push(format!(
-                "{zone}={}",
-                moto::first_xml_value(&found, "subnetId")
-            ));
-        }
+        let moto::EcsCluster {
+            cluster,
+            task_definition,
+            subnets_by_zone,
+        } = moto::ecs_cluster(&sdk, zones, instances_per_zone, CONTAINER).await;
         let bucket = moto::unique_name("nf-chain");
         let fleet_resources = MotoFleet {
             sdk,
-            subnets_by_zone: subnets.join(","),
+            subnets_by_zone,
             fleet,
             table,
             cluster,
