@@ -322,8 +322,10 @@ async fn a_client_left_quiesced_by_an_expired_round_is_resumed() {
     let (report, _) = ack_becomes(&store, &quiesce, AckState::Done).await;
     assert_eq!(report.phase, AgentPhase::Quiesced);
     assert!(!agent.answers().await, "stopped by the quiesce");
+    // Resumed and answering again (the phase turns running as anvil starts, before it
+    // listens; the health in the report is a probe of it).
     let resumed = report_where(&store, STEP, "the client resumed on its own", |r| {
-        r.phase == AgentPhase::Running
+        r.phase == AgentPhase::Running && r.health.healthy
     })
     .await;
     assert!(resumed.heartbeat_at_ms >= quiesce.expires_at_ms);
