@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout on a fresh machine: installs what the tests
 # need (npm for anvil; anvil into ./tools; a Python venv with moto in tools/moto, started on
-# loopback for the AWS adapters' tests), then formatting, lints, and every test.
+# loopback for the AWS adapters' tests; the SAM CLI, cfn-lint, cargo-lambda and checkov in
+# tools/infra), then formatting, lints, the deployment's offline checks, every test, and
+# `sam build` of the three functions.
 # This is the README's test command, and what CI (.ci/run) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +32,14 @@ cargo fmt --all --check
 step "lints"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+step "deployment template: cfn-lint, sam validate --lint, checkov (scripts/infra.sh)"
+scripts/infra.sh check
+
 step "fuzz target still builds (run it with cargo-fuzz on nightly: fuzz/README.md)"
 cargo check --locked --quiet --manifest-path fuzz/Cargo.toml
 
 step "tests"
 cargo test --locked --workspace
+
+step "sam build: the three functions with cargo-lambda, x86_64 (infra/.aws-sam)"
+scripts/infra.sh build
