@@ -81,6 +81,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{AwsFailure, classify, error_chain};
+use crate::operations::SdkCalls;
+use crate::operations::dynamodb::{
+    CREATE_TABLE, DELETE_ITEM, DESCRIBE_TABLE, DESCRIBE_TIME_TO_LIVE, GET_ITEM, PUT_ITEM, QUERY,
+    UPDATE_ITEM, UPDATE_TIME_TO_LIVE,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -120,6 +125,41 @@ pub struct DynamoStateStore {
 }
 
 impl DynamoStateStore {
+    /// The DynamoDB operations each `StateStore` method calls (see the conditions table in
+    /// the module doc): reads are one `GetItem`, lists `Query` pages, versioned saves, claims
+    /// and events one `PutItem`, leases one `UpdateItem`; completing a key reads it first.
+    pub const SDK_CALLS: SdkCalls = &[
+        ("get_config", &[GET_ITEM]),
+        ("save_config", &[PUT_ITEM]),
+        ("get_control_state", &[GET_ITEM]),
+        ("save_control_state", &[PUT_ITEM]),
+        ("get_node", &[GET_ITEM]),
+        ("list_nodes", &[QUERY]),
+        ("save_node", &[PUT_ITEM]),
+        ("delete_node", &[DELETE_ITEM]),
+        ("get_snapshot", &[GET_ITEM]),
+        ("list_snapshots", &[QUERY]),
+        ("save_snapshot", &[PUT_ITEM]),
+        ("acquire_lease", &[UPDATE_ITEM]),
+        ("renew_lease", &[UPDATE_ITEM]),
+        ("release_lease", &[UPDATE_ITEM]),
+        ("get_lease", &[GET_ITEM]),
+        ("claim_idempotency_key", &[PUT_ITEM]),
+        ("complete_idempotency_key", &[GET_ITEM, PUT_ITEM]),
+        ("get_idempotency_key", &[GET_ITEM]),
+        ("append_event", &[PUT_ITEM]),
+        ("list_events", &[QUERY]),
+    ];
+
+    /// What [`DynamoStateStore::create_table`] calls (the waiter polls `DescribeTable`):
+    /// tooling's, not a function role's.
+    pub const PROVISIONING: &'static [crate::AwsOperation] = &[
+        CREATE_TABLE,
+        DESCRIBE_TABLE,
+        DESCRIBE_TIME_TO_LIVE,
+        UPDATE_TIME_TO_LIVE,
+    ];
+
     /// A store for `fleet` in `table`, with a client built from `config`.
     pub fn new(
         config: &SdkConfig,

@@ -78,6 +78,10 @@ use nodefleet_ports::{
 };
 
 use crate::error::{AwsFailure, classify};
+use crate::operations::SdkCalls;
+use crate::operations::ecs::{
+    DESCRIBE_CONTAINER_INSTANCES, DESCRIBE_TASKS, LIST_TASKS, RUN_TASK, STOP_TASK,
+};
 
 /// Storage-optimised families with local NVMe: a node's chain data (1-2 TB) lives on the
 /// instance store, which is what makes hydration disk-bound at about 2 GB/s instead of
@@ -497,7 +501,32 @@ pub struct EcsScheduler {
     config: EcsSchedulerConfig,
 }
 
+/// What a RunTask as this adapter sends it needs besides `ecs:RunTask`: `iam:PassRole`, to
+/// hand the task definition's task and execution roles to ECS, and `ecs:TagResource`,
+/// because the request carries tags (`nodefleet:*`, see the module doc) and ECS authorises
+/// tagging on create separately
+/// (<https://docs.aws.amazon.com/AmazonECS/latest/developerguide/supported-iam-actions-tagging.html>).
+pub const RUN_TASK_EXTRA_IAM_ACTIONS: &[&str] = &["iam:PassRole", "ecs:TagResource"];
+
 impl EcsScheduler {
+    /// The ECS operations each `Scheduler` method calls: a launch is one RunTask, then the
+    /// container instances of the tasks it started are described; listing and describing
+    /// tasks describe their container instances too (the EC2 instance id and zone);
+    /// `list_tasks` pages through ListTasks first. RunTask needs more than `ecs:RunTask`:
+    /// see [`RUN_TASK_EXTRA_IAM_ACTIONS`].
+    pub const SDK_CALLS: SdkCalls = &[
+        ("launch", &[RUN_TASK, DESCRIBE_CONTAINER_INSTANCES]),
+        ("stop", &[STOP_TASK]),
+        (
+            "list_tasks",
+            &[LIST_TASKS, DESCRIBE_TASKS, DESCRIBE_CONTAINER_INSTANCES],
+        ),
+        (
+            "describe_tasks",
+            &[DESCRIBE_TASKS, DESCRIBE_CONTAINER_INSTANCES],
+        ),
+    ];
+
     /// An ECS scheduler, once the configuration is valid.
     pub fn new(client: Client, config: EcsSchedulerConfig) -> Result<EcsScheduler, SchedulerError> {
         config.validate()?;

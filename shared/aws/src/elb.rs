@@ -33,6 +33,8 @@ use nodefleet_ports::{
 };
 
 use crate::error::{AwsFailure, classify};
+use crate::operations::SdkCalls;
+use crate::operations::elbv2::{DEREGISTER_TARGETS, DESCRIBE_TARGET_HEALTH, REGISTER_TARGETS};
 
 /// What ELBv2 says for the zone of an IP target outside the target group's VPC.
 const ALL_ZONES: &str = "all";
@@ -69,6 +71,14 @@ pub struct ElbTargetRegistry {
 }
 
 impl ElbTargetRegistry {
+    /// The ELBv2 operation each `TargetRegistry` method calls (a rejected deregistration is
+    /// retried target by target with the same operation).
+    pub const SDK_CALLS: SdkCalls = &[
+        ("register", &[REGISTER_TARGETS]),
+        ("deregister", &[DEREGISTER_TARGETS]),
+        ("describe_health", &[DESCRIBE_TARGET_HEALTH]),
+    ];
+
     /// A registry over `target_group_arn`, whose targets are of the kind `mode` makes
     /// (instance targets for bridge, IP targets for awsvpc).
     pub fn new(client: Client, target_group_arn: impl Into<String>, mode: NetworkMode) -> Self {

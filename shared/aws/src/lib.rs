@@ -11,16 +11,22 @@
 //! which honours the standard AWS environment, `AWS_ENDPOINT_URL` included: that is how the
 //! tests point every adapter at moto. SDK errors are sorted into the ports' error taxonomies in
 //! [`error`].
+//!
+//! Each adapter lists, per port method, the SDK operations it calls (`SDK_CALLS`); those and
+//! their IAM actions are in [`operations`], with [`OperationLog`], an interceptor that
+//! records what a client really calls.
 
 pub mod dynamo;
 pub mod ecs;
 pub mod elb;
 pub mod error;
+pub mod operations;
 pub mod s3;
 
 pub use dynamo::DynamoStateStore;
 pub use ecs::EcsScheduler;
 pub use elb::ElbTargetRegistry;
+pub use operations::{AwsOperation, OperationLog, SdkCalls};
 pub use s3::S3ObjectStore;
 
 /// Loads the AWS configuration from the environment once per process: region, credentials,

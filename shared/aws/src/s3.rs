@@ -65,6 +65,11 @@ use nodefleet_ports::objects::{
 use nodefleet_ports::{StoreUrl, Timestamp};
 
 use crate::error::{AwsFailure, classify};
+use crate::operations::SdkCalls;
+use crate::operations::s3::{
+    ABORT_MULTIPART_UPLOAD, COMPLETE_MULTIPART_UPLOAD, CREATE_BUCKET, CREATE_MULTIPART_UPLOAD,
+    DELETE_OBJECT, GET_OBJECT, HEAD_OBJECT, LIST_OBJECTS_V2, PUT_OBJECT, UPLOAD_PART,
+};
 
 /// The default multipart part size: 8 MiB. Above S3's 5 MiB minimum, and inside the
 /// 8-16 MB range where ranged GETs reach S3's per-connection throughput (DESIGN.md), so an
@@ -103,6 +108,29 @@ enum Operation {
 }
 
 impl S3ObjectStore {
+    /// The S3 operations each `ObjectStore` method calls: one each, except completing a
+    /// multipart upload, which heads the object after for its size. `put_if_absent` is a
+    /// conditional `PutObject`.
+    pub const SDK_CALLS: SdkCalls = &[
+        ("put", &[PUT_OBJECT]),
+        ("put_if_absent", &[PUT_OBJECT]),
+        ("get", &[GET_OBJECT]),
+        ("head", &[HEAD_OBJECT]),
+        ("list", &[LIST_OBJECTS_V2]),
+        ("delete", &[DELETE_OBJECT]),
+        ("create_multipart", &[CREATE_MULTIPART_UPLOAD]),
+        ("upload_part", &[UPLOAD_PART]),
+        (
+            "complete_multipart",
+            &[COMPLETE_MULTIPART_UPLOAD, HEAD_OBJECT],
+        ),
+        ("abort_multipart", &[ABORT_MULTIPART_UPLOAD]),
+    ];
+
+    /// What [`S3ObjectStore::create_bucket`] calls: tooling's and tests', not a function
+    /// role's (deployments create the bucket with the rest of the infrastructure).
+    pub const PROVISIONING: &'static [crate::AwsOperation] = &[CREATE_BUCKET];
+
     /// A store on `url`'s bucket and prefix, with path-style addressing when `config` names
     /// an endpoint (see the module doc).
     pub fn new(config: &SdkConfig, url: &StoreUrl) -> Result<S3ObjectStore, S3StoreError> {

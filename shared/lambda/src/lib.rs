@@ -7,10 +7,13 @@
 //! - [`launch`]: the ECS settings of every function that launches node tasks;
 //! - [`function`]: what every function shares (init error, answer and metrics, EMF output);
 //! - [`reactor`]: the health-reactor function;
-//! - [`updater`]: the snapshot-updater function.
+//! - [`updater`]: the snapshot-updater function;
+//! - [`permissions`]: what each principal (the functions, the node tasks) calls, and the IAM
+//!   actions its role needs.
 
 pub mod env;
 pub mod function;
 pub mod launch;
+pub mod permissions;
 pub mod reactor;
 pub mod updater;

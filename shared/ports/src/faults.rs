@@ -15,10 +15,16 @@
 //!   nothing, as when ECS has no capacity left there.
 //!
 //! Operations are named by the port's method name (`"save_node"`, `"launch"`, ...), or
-//! [`ANY`] for every method of every wrapper. Injected failures are the ports' retryable
-//! `Unavailable` errors, with a message that says they were injected.
+//! [`ANY`] for every method of every wrapper; [`STATE_STORE_OPERATIONS`],
+//! [`SCHEDULER_OPERATIONS`], [`TARGET_REGISTRY_OPERATIONS`] and [`OBJECT_STORE_OPERATIONS`]
+//! list them per port. Injected failures are the ports' retryable `Unavailable` errors, with
+//! a message that says they were injected.
+//!
+//! Without rules a wrapper only counts: [`Faults::calls`] and [`Faults::called`] say which
+//! port methods a piece of code called, which is how the IAM permissions of each principal
+//! are checked against its code (`nodefleet_lambda::permissions`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,6 +48,51 @@ use crate::targets::{RegistryError, Target, TargetHealth, TargetRegistry};
 
 /// Matches every operation of every wrapper.
 pub const ANY: &str = "*";
+
+/// Every operation [`FaultyStateStore`] counts: the `StateStore` methods, in the trait's
+/// order. Kept next to the wrappers, which must name each method anyway.
+pub const STATE_STORE_OPERATIONS: &[&str] = &[
+    "get_config",
+    "save_config",
+    "get_control_state",
+    "save_control_state",
+    "get_node",
+    "list_nodes",
+    "save_node",
+    "delete_node",
+    "get_snapshot",
+    "list_snapshots",
+    "save_snapshot",
+    "acquire_lease",
+    "renew_lease",
+    "release_lease",
+    "get_lease",
+    "claim_idempotency_key",
+    "complete_idempotency_key",
+    "get_idempotency_key",
+    "append_event",
+    "list_events",
+];
+
+/// Every operation [`FaultyScheduler`] counts: the `Scheduler` methods.
+pub const SCHEDULER_OPERATIONS: &[&str] = &["launch", "stop", "list_tasks", "describe_tasks"];
+
+/// Every operation [`FaultyTargetRegistry`] counts: the `TargetRegistry` methods.
+pub const TARGET_REGISTRY_OPERATIONS: &[&str] = &["register", "deregister", "describe_health"];
+
+/// Every operation [`FaultyObjectStore`] counts: the `ObjectStore` methods.
+pub const OBJECT_STORE_OPERATIONS: &[&str] = &[
+    "put",
+    "put_if_absent",
+    "get",
+    "head",
+    "list",
+    "delete",
+    "create_multipart",
+    "upload_part",
+    "complete_multipart",
+    "abort_multipart",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -146,6 +197,15 @@ impl Faults {
     /// How many calls of `operation` went through any wrapper.
     pub fn calls(&self, operation: &str) -> u64 {
         self.lock().calls.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Every operation called through any wrapper so far, with its number of calls.
+    pub fn called(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .calls
+            .iter()
+            .map(|(operation, calls)| (operation.clone(), *calls))
+            .collect()
     }
 
     /// The faults injected so far, as `"<operation>: <what>"`, oldest first.

@@ -224,3 +224,72 @@ async fn a_lost_launch_answer_is_safe_to_retry_with_the_same_key() {
         "one task, although launch was called twice"
     );
 }
+
+/// The wrappers' operation lists name exactly what they count: every method of the
+/// scheduler, registry and object store called through its wrapper leaves a count for each
+/// listed name and nothing else. (The state store's list is checked the same way by
+/// nodefleet-aws's `sdk_calls` test, which has a state store to wrap.)
+#[tokio::test]
+async fn the_operation_lists_name_what_the_wrappers_count() {
+    use nodefleet_ports::faults::{
+        OBJECT_STORE_OPERATIONS, SCHEDULER_OPERATIONS, TARGET_REGISTRY_OPERATIONS,
+    };
+    use nodefleet_ports::objects::MIN_PART_SIZE;
+
+    fn assert_counted(faults: &Faults, operations: &[&str]) {
+        let counted: Vec<String> = faults.called().into_keys().collect();
+        let mut listed: Vec<String> = operations.iter().map(|&o| o.to_owned()).collect();
+        listed.sort();
+        assert_eq!(counted, listed);
+    }
+
+    let faults = Faults::new();
+    let scheduler = FaultyScheduler::new(FakeScheduler::with_zones(ZONES, 10), faults.clone());
+    let report = scheduler.launch(&launch(ZONES[0], "k-1")).await.unwrap();
+    let task = report.started[0].id.clone();
+    scheduler
+        .describe_tasks(std::slice::from_ref(&task))
+        .await
+        .unwrap();
+    scheduler.list_tasks().await.unwrap();
+    scheduler.stop(&task, "done").await.unwrap();
+    assert_counted(&faults, SCHEDULER_OPERATIONS);
+
+    let faults = Faults::new();
+    let registry = FaultyTargetRegistry::new(FakeTargetRegistry::new(), faults.clone());
+    let target = Target {
+        id: "10.0.0.1".to_owned(),
+        port: 8545,
+    };
+    registry
+        .register(std::slice::from_ref(&target))
+        .await
+        .unwrap();
+    registry.describe_health().await.unwrap();
+    registry
+        .deregister(std::slice::from_ref(&target))
+        .await
+        .unwrap();
+    assert_counted(&faults, TARGET_REGISTRY_OPERATIONS);
+
+    let faults = Faults::new();
+    let store = FaultyObjectStore::new(MemoryObjectStore::new(), faults.clone());
+    store.put("a", Bytes::from_static(b"1")).await.unwrap();
+    store
+        .put_if_absent("b", Bytes::from_static(b"2"))
+        .await
+        .unwrap();
+    store.get("a", None).await.unwrap();
+    store.head("a").await.unwrap();
+    store.list("", None, 10).await.unwrap();
+    store.delete("a").await.unwrap();
+    let upload = store.create_multipart("big").await.unwrap();
+    let part = store
+        .upload_part(&upload, 1, Bytes::from(vec![0u8; MIN_PART_SIZE as usize]))
+        .await
+        .unwrap();
+    store.complete_multipart(&upload, &[part]).await.unwrap();
+    let abandoned = store.create_multipart("abandoned").await.unwrap();
+    store.abort_multipart(&abandoned).await.unwrap();
+    assert_counted(&faults, OBJECT_STORE_OPERATIONS);
+}
