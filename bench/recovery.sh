@@ -99,7 +99,7 @@ wait_fleet() {
 
 echo "== start $NODES nodes (logs in $WORK)" >&2
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-"$NODEFLEET" up --nodes "$NODES" --listen 127.0.0.1:0 --dir "$FLEET" --no-install --tools "$ROOT/tools" \
+"$NODEFLEET" up --nodes "$NODES" --listen 127.0.0.1:0 --console 127.0.0.1:0 --dir "$FLEET" --no-install --tools "$ROOT/tools" \
     >"$WORK/up.out" 2>&1 &
 UP_PID=$!
 wait_fleet

@@ -25,6 +25,12 @@
 //! reactor launches after that (a replacement) hydrates from it. Ctrl-C stops each agent with SIGTERM, and the agent stops its
 //! anvil.
 //!
+//! The console (`--console`, default `127.0.0.1:8550`; `nodefleet_local::console`) serves the
+//! live status page at `/` and the control API the `--dir` commands call; its listener is
+//! opened right after the gateway's, so a busy port fails before anything starts too. The
+//! gateway counts every request in a `TrafficRecorder` the status carries (requests per
+//! second and latency, charted by the page).
+//!
 //! Request logs go to `<dir>/gateway.log`, the loop's and the reactor's to
 //! `<dir>/reactor.log`, each agent's output to `<dir>/tasks/<task>/node.log` and its anvil's
 //! to `<dir>/tasks/<task>/data.anvil.log`; `<dir>/status.json` is what `nodefleet status`
@@ -38,12 +44,14 @@ use anyhow::Context;
 use clap::Args;
 use nodefleet_gateway::balancer::PROBE_INTERVAL;
 use nodefleet_gateway::upstream::DEFAULT_TIMEOUT;
-use nodefleet_gateway::{Gateway, HttpUpstreamConfig, LocalBalancer, logging, server};
+use nodefleet_gateway::{
+    Gateway, HttpUpstreamConfig, LocalBalancer, TrafficRecorder, logging, server,
+};
 use nodefleet_local::healing::{self, DEFAULT_ZONES, MAX_ZONES};
 use nodefleet_local::node::START_TIMEOUT;
 use nodefleet_local::scheduler::NodeCommand;
 use nodefleet_local::snapshots::DEFAULT_ROUND_INTERVAL;
-use nodefleet_local::{HealingFleet, LocalFleetOptions, tools};
+use nodefleet_local::{HealingFleet, LocalFleetOptions, console, tools};
 use tokio::sync::watch;
 
 use crate::cmd_gateway::{policy_from, timeout_from};
@@ -65,6 +73,10 @@ pub struct UpArgs {
     /// Address the gateway listens on.
     #[arg(long, default_value = "127.0.0.1:8545")]
     listen: SocketAddr,
+    /// Address of the console: the live status page at `/` and the control API the
+    /// `--dir` commands (chaos, replace, snapshot round, events) call.
+    #[arg(long, default_value = console::DEFAULT_CONSOLE_ADDR)]
+    console: SocketAddr,
     /// State folder: state, status, logs, node data and the snapshot store `store/` (an
     /// earlier run's state and node data are discarded, its store is kept).
     #[arg(long, default_value = ".nodefleet")]
@@ -106,6 +118,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let timeout = timeout_from(args.timeout_ms)?;
     let listener = server::bind(args.listen).await?;
     let listen = listener.local_addr().context("listener address")?;
+    let console_listener = server::bind(args.console)
+        .await
+        .context("cannot open the console (--console)")?;
+    let console_url = format!(
+        "http://{}",
+        console_listener.local_addr().context("console address")?
+    );
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create the state folder {}", args.dir.display()))?;
     let (gateway_log, reactor_log) = (args.dir.join("gateway.log"), args.dir.join("reactor.log"));
@@ -142,6 +161,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .then(|| std::time::Duration::from_secs(args.snapshot_interval_secs)),
     })
     .await?;
+    let traffic = Arc::new(TrafficRecorder::new());
+    let fleet = Arc::new(
+        fleet
+            .with_console(console_url.clone())
+            .with_traffic(traffic.clone()),
+    );
 
     let balancer = Arc::new(LocalBalancer::new(HttpUpstreamConfig {
         timeout,
@@ -156,8 +181,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move { balancer.probe_until(PROBE_INTERVAL, stop).await })
     };
-    let gateway = Arc::new(Gateway::new(policy, balancer.clone()));
+    let gateway = Arc::new(Gateway::new(policy, balancer.clone()).with_traffic(traffic));
     let serving = tokio::spawn(server::serve(listener, gateway, stopped(stop_rx.clone())));
+    let console_serving = tokio::spawn(console::serve(
+        console_listener,
+        fleet.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     // The balancer follows the fleet's routes; a changed set is probed at once, so a new
     // node takes traffic without waiting for the next probe round.
@@ -191,7 +221,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                         dir.join("tasks").display()
                     ))
                 } else {
-                    banner(listen, &dir, view.as_ref(), nodes);
+                    banner(listen, &console_url, &dir, view.as_ref(), nodes);
                     shutdown.await;
                     Ok(())
                 }
@@ -204,6 +234,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (result, ()) = tokio::join!(front, fleet.run(stopped(stop_rx), feed));
     let _ = serving.await;
     let _ = prober.await;
+    let _ = console_serving.await;
     fleet.shut_down("nodefleet up stopped").await;
     drop(fleet);
     say("stopped");
@@ -213,11 +244,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 /// The banner: where to send calls, the nodes, where the logs are.
 fn banner(
     listen: SocketAddr,
+    console: &str,
     dir: &std::path::Path,
     view: Option<&nodefleet_local::FleetView>,
     nodes: usize,
 ) {
     say(&format!("nodefleet is up: JSON-RPC at http://{listen}"));
+    say(&format!("  status page: {console}/"));
     if let Some(view) = view {
         let latest = view
             .latest_snapshot

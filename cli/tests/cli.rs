@@ -58,18 +58,26 @@ async fn a_busy_port_is_a_one_line_error() {
     assert_one_line_error(&stderr, "already in use");
     let dir = temp_dir("busy");
     let (code, stderr) = run(nodefleet()
-        .args(["up", "--listen", &addr, "--dir"])
+        .args(["up", "--listen", &addr, "--console", "127.0.0.1:0", "--dir"])
         .arg(&dir))
     .await;
     assert_eq!(code, 1);
     assert_one_line_error(&stderr, "already in use");
+    let (code, stderr) = run(nodefleet()
+        .args(["up", "--listen", "127.0.0.1:0", "--console", &addr, "--dir"])
+        .arg(&dir))
+    .await;
+    assert_eq!(code, 1);
+    assert_one_line_error(&stderr, "cannot open the console (--console)");
+    assert!(stderr.contains("already in use"), "{stderr}");
 }
 
 #[tokio::test]
 async fn a_missing_anvil_says_how_to_install_it() {
     let dir = temp_dir("noanvil");
     let (code, stderr) = run(nodefleet()
-        .args(["up", "--no-install", "--listen", "127.0.0.1:0", "--dir"])
+        .args(["up", "--no-install", "--listen", "127.0.0.1:0"])
+        .args(["--console", "127.0.0.1:0", "--dir"])
         .arg(dir.join("state"))
         .arg("--tools")
         .arg(dir.join("empty-tools"))
@@ -187,6 +195,8 @@ async fn up_serves_through_the_gateway_survives_a_killed_node_and_stops_cleanly(
                 "--nodes",
                 "3",
                 "--listen",
+                "127.0.0.1:0",
+                "--console",
                 "127.0.0.1:0",
                 "--no-install",
                 "--dir",

@@ -275,6 +275,9 @@ async fn status_says_no_fleet_runs_when_there_is_no_file_a_dead_writer_or_a_stal
         updater: None,
         latest_snapshot: None,
         snapshots: Vec::new(),
+        console: None,
+        events: Vec::new(),
+        traffic: Default::default(),
     };
     // A writer that is alive and fresh: running (this test process stands in for `up`).
     written.write(&dir).unwrap();

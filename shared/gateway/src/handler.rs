@@ -14,6 +14,7 @@ use nodefleet_gateway_core::{Policy, Reply, UpstreamAnswer, prepare};
 use tokio::time::Instant;
 
 use crate::head::HeadCache;
+use crate::traffic::TrafficRecorder;
 use crate::upstream::{Upstream, UpstreamCall};
 
 /// At most this many distinct method names go into one log line.
@@ -27,6 +28,8 @@ pub struct Gateway<U> {
     policy: Arc<Policy>,
     upstream: U,
     head: HeadCache,
+    /// Where every answered request is counted, when someone charts them.
+    traffic: Option<Arc<TrafficRecorder>>,
 }
 
 impl<U: Upstream> Gateway<U> {
@@ -35,7 +38,15 @@ impl<U: Upstream> Gateway<U> {
             policy: Arc::new(policy),
             upstream,
             head: HeadCache::default(),
+            traffic: None,
         }
+    }
+
+    /// Counts every answered JSON-RPC request, with its latency and whether it failed, in
+    /// `traffic` (the local fleet's status page charts it).
+    pub fn with_traffic(mut self, traffic: Arc<TrafficRecorder>) -> Gateway<U> {
+        self.traffic = Some(traffic);
+        self
     }
 
     /// The policy in force (its limits tell the HTTP front doors the body cap).
@@ -66,6 +77,7 @@ impl<U: Upstream> Gateway<U> {
                     body_bytes = body.len(),
                     latency_us = started.elapsed().as_micros() as u64,
                 );
+                self.count(started, reply.status >= 500);
                 return json_response(reply);
             }
         };
@@ -113,7 +125,20 @@ impl<U: Upstream> Gateway<U> {
             http_status = reply.status,
             latency_us = started.elapsed().as_micros() as u64,
         );
+        let upstream_failed =
+            upstream_error.is_some() || upstream_status.is_some_and(|s| !(200..300).contains(&s));
+        self.count(started, upstream_failed || reply.status >= 500);
         json_response(reply)
+    }
+
+    /// Counts a request that took since `started` in the traffic recorder, if there is one.
+    fn count(&self, started: Instant, failed: bool) {
+        if let Some(traffic) = &self.traffic {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            traffic.record(now_ms, started.elapsed(), failed);
+        }
     }
 }
 

@@ -17,10 +17,12 @@ pub mod http1;
 pub mod lambda;
 pub mod logging;
 pub mod server;
+pub mod traffic;
 pub mod upstream;
 
 pub use balancer::LocalBalancer;
 pub use handler::Gateway;
+pub use traffic::{TrafficRecorder, TrafficSecond, TrafficWindow};
 pub use upstream::{
     HttpUpstream, HttpUpstreamConfig, Upstream, UpstreamCall, UpstreamError, UpstreamResponse,
 };

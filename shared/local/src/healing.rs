@@ -75,6 +75,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nodefleet_gateway::{TrafficRecorder, TrafficWindow};
 use nodefleet_ports::{
     FleetConfig, NODE_RPC_PORT, NetworkMode, NodeId, NodeRecord, NodeState, Role, Scheduler,
     SnapshotId, SnapshotRecord, StateError, StateStore, StoreUrl, Target, TargetRegistry,
@@ -85,10 +86,11 @@ use nodefleet_reactor::planner::{Action, Desired};
 use nodefleet_reactor::reconcile::{ObserveError, Outcome, Ports, ReconcileOutcome};
 use nodefleet_reactor::service::{self, ReactorError, ReactorRun, ReactorSettings};
 use nodefleet_reactor::triggers::Trigger;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::catalog::{SeedError, latest_published, seed_from_store, shown};
+use crate::console::{ControlError, ControlRequest};
 use crate::node::block_number_within;
 use crate::objects::{FsObjectStore, FsStoreError};
 use crate::scheduler::{
@@ -97,7 +99,10 @@ use crate::scheduler::{
 };
 use crate::snapshots::{LocalUpdater, local_settings};
 use crate::state::EmbeddedStateStore;
-use crate::status::{FleetStatus, NodeStatus, SnapshotStatus, UpdaterStatus, process_start_time};
+use crate::status::{
+    EventStatus, FleetStatus, NodeStatus, STATUS_EVENTS, SnapshotStatus, UpdaterStatus,
+    process_start_time,
+};
 use crate::targets::{HealthCheck, LocalTargetRegistry};
 
 /// The state file in the fleet folder.
@@ -146,6 +151,13 @@ const ZONE_HEADROOM: u32 = 2;
 /// How long the status file's head-block probe waits per node: a loopback answer takes a
 /// millisecond, and the loop must not stall on a hung node.
 const HEAD_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How far back the status's events are looked for: the page shows the latest few, and a
+/// quiet fleet's last events are within the hour (the updater's rounds alone write some
+/// every two minutes).
+const STATUS_EVENTS_LOOKBACK: Duration = Duration::from_secs(3_600);
+/// Control requests that may wait for the loop at once: a person at a terminal and a test
+/// send one at a time; more wait for room.
+const CONTROL_QUEUE: usize = 16;
 /// The log target of the loop's own lines.
 const LOG_TARGET: &str = "nodefleet::fleet";
 
@@ -359,7 +371,22 @@ pub struct HealingFleet {
     views: watch::Sender<Option<FleetView>>,
     /// The snapshot updater the loop ticks, if the fleet has one.
     updater: Option<LocalUpdater>,
+    /// The console's URL, for the status ([`HealingFleet::with_console`]).
+    console: Option<String>,
+    /// The gateway's request counts, for the status ([`HealingFleet::with_traffic`]).
+    traffic: Option<Arc<TrafficRecorder>>,
+    /// The status the loop last wrote, for the console.
+    statuses: watch::Sender<Option<FleetStatus>>,
+    /// Control requests for the loop ([`HealingFleet::submit`]) and the loop's end of them.
+    controls: mpsc::Sender<PendingControl>,
+    control_inbox: tokio::sync::Mutex<mpsc::Receiver<PendingControl>>,
 }
+
+/// A control request waiting for the loop, and where its answer goes.
+type PendingControl = (
+    ControlRequest,
+    oneshot::Sender<Result<serde_json::Value, ControlError>>,
+);
 
 impl HealingFleet {
     /// Prepares a fresh fleet in `options.dir` (see the module doc): an empty state with the
@@ -431,6 +458,7 @@ impl HealingFleet {
             NODE_RPC_PORT,
         );
         let owner = format!("nodefleet-up-{}", std::process::id());
+        let (controls, control_inbox) = mpsc::channel(CONTROL_QUEUE);
         let updater = options.snapshot_interval.map(|interval| LocalUpdater {
             settings: local_settings(
                 &owner,
@@ -452,7 +480,50 @@ impl HealingFleet {
             owner,
             up_started: process_start_time(std::process::id()),
             views: watch::Sender::new(None),
+            console: None,
+            traffic: None,
+            statuses: watch::Sender::new(None),
+            controls,
+            control_inbox: tokio::sync::Mutex::new(control_inbox),
         })
+    }
+
+    /// Hands `request` to the loop ([`HealingFleet::run`]), which does it between two
+    /// reconciles, and waits for its answer.
+    pub async fn submit(&self, request: ControlRequest) -> Result<serde_json::Value, ControlError> {
+        let (answer, answered) = oneshot::channel();
+        self.controls
+            .send((request, answer))
+            .await
+            .map_err(|_| ControlError::Conflict("the fleet is stopping".into()))?;
+        answered
+            .await
+            .map_err(|_| ControlError::Conflict("the fleet stopped before it answered".into()))?
+    }
+
+    /// Names the console's URL in every status the loop writes (`nodefleet up --console`).
+    pub fn with_console(mut self, url: impl Into<String>) -> HealingFleet {
+        self.console = Some(url.into());
+        self
+    }
+
+    /// Puts `traffic`'s window (the gateway's requests) in every status the loop writes.
+    pub fn with_traffic(mut self, traffic: Arc<TrafficRecorder>) -> HealingFleet {
+        self.traffic = Some(traffic);
+        self
+    }
+
+    /// The gateway's traffic window ending now (empty without a recorder).
+    pub fn traffic_now(&self) -> TrafficWindow {
+        self.traffic
+            .as_ref()
+            .map(|t| t.window(Timestamp::now().as_millis()))
+            .unwrap_or_default()
+    }
+
+    /// The status the loop last wrote (`None` before the first), as the status file has it.
+    pub fn latest_status(&self) -> Option<FleetStatus> {
+        self.statuses.borrow().clone()
     }
 
     /// The fleet's configuration, as stored.
@@ -468,6 +539,16 @@ impl HealingFleet {
     /// The fleet's state store.
     pub fn state(&self) -> &EmbeddedStateStore {
         &self.state
+    }
+
+    /// The fleet's scheduler: its node processes.
+    pub fn scheduler(&self) -> &LocalProcessScheduler {
+        &self.scheduler
+    }
+
+    /// The fleet's snapshot updater, if it runs one.
+    pub fn updater(&self) -> Option<&LocalUpdater> {
+        self.updater.as_ref()
     }
 
     /// The fleet's object store (`<dir>/store`), where snapshots are published and nodes
@@ -615,6 +696,7 @@ impl HealingFleet {
         let mut journal = Journal::default();
         let tick = Trigger::Schedule { at: None };
         let mut last_updater_memory = None;
+        let mut inbox = self.control_inbox.lock().await;
         loop {
             let now = Timestamp::now();
             let started = Instant::now();
@@ -671,6 +753,10 @@ impl HealingFleet {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = self.exit_of_any(&live) => {}
+                Some((request, answer)) = inbox.recv() => {
+                    tracing::info!(target: LOG_TARGET, event = "control", request = ?request, "an operator's request");
+                    let _ = answer.send(self.perform(request).await);
+                }
                 () = &mut shutdown => return,
             }
         }
@@ -692,6 +778,39 @@ impl HealingFleet {
                     reason = "a task exited",
                 );
                 return;
+            }
+        }
+    }
+
+    /// The newest `limit` audit events of the whole trail, newest first.
+    pub async fn newest_events(&self, limit: usize) -> Result<Vec<EventStatus>, StateError> {
+        let now = Timestamp::now();
+        let mut events = self
+            .state
+            .list_events(Timestamp::from_millis(0), now, usize::MAX)
+            .await?;
+        events.reverse();
+        events.truncate(limit);
+        Ok(events.iter().map(EventStatus::from).collect())
+    }
+
+    /// The status's events: the newest `limit` of the last [`STATUS_EVENTS_LOOKBACK`] (so the
+    /// every-second read of a long-running fleet's trail stays short).
+    async fn recent_events(&self, limit: usize) -> Vec<EventStatus> {
+        let now = Timestamp::now();
+        match self
+            .state
+            .list_events(now.minus(STATUS_EVENTS_LOOKBACK), now, usize::MAX)
+            .await
+        {
+            Ok(mut events) => {
+                events.reverse();
+                events.truncate(limit);
+                events.iter().map(EventStatus::from).collect()
+            }
+            Err(error) => {
+                tracing::warn!(target: LOG_TARGET, event = "status", error = %error, "could not read the audit trail");
+                Vec::new()
             }
         }
     }
@@ -740,6 +859,7 @@ impl HealingFleet {
                     pid: node.pid,
                     task: node.task.clone(),
                     url: node.url(),
+                    lag_blocks: None,
                 })
                 .collect(),
             updater: view.updater.as_ref().map(|node| UpdaterStatus {
@@ -754,10 +874,16 @@ impl HealingFleet {
             }),
             latest_snapshot: view.latest_snapshot.clone(),
             snapshots: view.snapshots.iter().map(SnapshotStatus::from).collect(),
+            console: self.console.clone(),
+            events: self.recent_events(STATUS_EVENTS).await,
+            traffic: self.traffic_now(),
         };
+        let mut status = status;
+        status.fill_lag();
         if let Err(error) = status.write(&self.dir) {
             tracing::warn!(target: LOG_TARGET, event = "status", error = %error, "could not write the status file");
         }
+        self.statuses.send_replace(Some(status));
     }
 
     /// Stops every live task (SIGTERM, then SIGKILL after the grace) and removes the status

@@ -14,6 +14,10 @@
 //!   intervals and timeouts;
 //! - [`status`]: `FleetStatus`, the status file the running fleet writes and
 //!   `nodefleet status` reads;
+//! - [`console`]: the running fleet's status page and control API on a listener of its own,
+//!   and the client the CLI's `--dir` commands call it with;
+//! - [`operate`]: the running fleet as the console's backend: its status, events and
+//!   control actions;
 //! - [`state`]: `EmbeddedStateStore`, the `StateStore` in a redb file in the fleet's folder;
 //! - [`objects`]: `FsObjectStore`, the `ObjectStore` on the local file system;
 //! - [`scheduler`]: `LocalProcessScheduler`, node tasks as local processes in zone labels;
@@ -21,9 +25,11 @@
 
 pub mod catalog;
 pub mod child;
+pub mod console;
 pub mod healing;
 pub mod node;
 pub mod objects;
+pub mod operate;
 pub mod scheduler;
 pub mod snapshots;
 pub mod state;

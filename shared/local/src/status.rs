@@ -35,7 +35,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodefleet_ports::{NodeState, SnapshotId, SnapshotRecord, SnapshotState, TaskId, Timestamp};
+use nodefleet_gateway::TrafficWindow;
+use nodefleet_ports::{
+    AuditEvent, NodeState, SnapshotId, SnapshotRecord, SnapshotState, TaskId, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::node::block_number_within;
@@ -48,8 +51,12 @@ pub const STATUS_FILE: &str = "status.json";
 /// 5 s more after SIGKILL, a health probe up to 2 s) stays well below this.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
 
+/// The most recent audit events a status carries: a screenful on the status page, and the
+/// full trail is one `nodefleet events` away.
+pub const STATUS_EVENTS: usize = 30;
+
 /// The fleet as `nodefleet up` last saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetStatus {
     /// The `nodefleet up` process.
     pub up_pid: u32,
@@ -76,6 +83,40 @@ pub struct FleetStatus {
     /// The catalog's verified, published and retired snapshots, newest first.
     #[serde(default)]
     pub snapshots: Vec<SnapshotStatus>,
+    /// The status page's URL (`nodefleet up --console`), where the control API is too; `null`
+    /// when `up` serves none.
+    #[serde(default)]
+    pub console: Option<String>,
+    /// The latest audit events (at most [`STATUS_EVENTS`]), newest first.
+    #[serde(default)]
+    pub events: Vec<EventStatus>,
+    /// Requests per second and latency over the last minutes, as the gateway saw them.
+    #[serde(default)]
+    pub traffic: TrafficWindow,
+}
+
+/// One event of the audit trail: what the reactor, the updater or an operator did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventStatus {
+    /// When (milliseconds since the Unix epoch).
+    pub at: Timestamp,
+    /// What happened: `node.launched`, `snapshot.published`, `chaos.zone_failed`, ...
+    pub kind: String,
+    /// What it happened to: a node id, a snapshot id, a zone.
+    pub subject: String,
+    /// The reason and outcome, usually JSON.
+    pub detail: String,
+}
+
+impl From<&AuditEvent> for EventStatus {
+    fn from(event: &AuditEvent) -> Self {
+        EventStatus {
+            at: event.at,
+            kind: event.kind.clone(),
+            subject: event.subject.clone(),
+            detail: event.detail.clone(),
+        }
+    }
 }
 
 /// The updater node.
@@ -141,6 +182,10 @@ pub struct NodeStatus {
     /// Its head block, if it answered `eth_blockNumber` (at `updated_at` in the file; live
     /// in `nodefleet status`).
     pub head_block: Option<u64>,
+    /// How many blocks it is behind the highest head among the serving nodes; `null` when
+    /// its head is not known.
+    #[serde(default)]
+    pub lag_blocks: Option<u64>,
     /// The snapshot its data dir was hydrated from (none when the fleet had no published
     /// snapshot at its launch, and for bare anvil).
     pub snapshot_id: Option<SnapshotId>,
@@ -277,6 +322,19 @@ impl FleetStatus {
         if let Some(updater) = &mut self.updater {
             updater.head_block = updater_head;
         }
+        self.fill_lag();
+    }
+
+    /// Sets every node's [`NodeStatus::lag_blocks`] from the head blocks: its distance to
+    /// the highest head among the serving nodes.
+    pub fn fill_lag(&mut self) {
+        let highest = self.nodes.iter().filter_map(|n| n.head_block).max();
+        for node in &mut self.nodes {
+            node.lag_blocks = node
+                .head_block
+                .zip(highest)
+                .map(|(head, highest)| highest.saturating_sub(head));
+        }
     }
 
     /// The catalog entry of [`FleetStatus::latest_snapshot`], if it is listed.
@@ -360,8 +418,53 @@ impl FleetStatus {
             out.push_str(cells.join("  ").trim_end());
             out.push('\n');
         }
+        if let Some(line) = traffic_line(&self.traffic) {
+            out.push_str(&line);
+        }
+        if !self.events.is_empty() {
+            out.push_str("recent events:\n");
+            for event in self.events.iter().take(RENDERED_EVENTS) {
+                out.push_str(&format!(
+                    "  {} ago  {}  {}\n",
+                    ago(now.since(event.at)),
+                    event.kind,
+                    event.subject
+                ));
+            }
+        }
+        if let Some(console) = &self.console {
+            out.push_str(&format!("status page: {console}\n"));
+        }
         out
     }
+}
+
+/// Events the terminal table shows: the status page and `nodefleet events` have more.
+const RENDERED_EVENTS: usize = 5;
+/// Seconds the terminal's traffic line sums over: recent enough to show a kill's effect.
+const TRAFFIC_LINE_SECS: usize = 10;
+
+/// `gateway: 64.3 requests/s over the last 10 s, 0 failed, p99 1.2 ms`, or `None` when the
+/// window is empty (no gateway counted, or an old status file).
+fn traffic_line(traffic: &TrafficWindow) -> Option<String> {
+    let recent = &traffic.seconds[traffic.seconds.len().saturating_sub(TRAFFIC_LINE_SECS)..];
+    if recent.is_empty() {
+        return None;
+    }
+    let requests: u64 = recent.iter().map(|s| s.requests).sum();
+    let errors: u64 = recent.iter().map(|s| s.errors).sum();
+    let p99 = recent
+        .iter()
+        .filter_map(|s| s.p99_ms)
+        .fold(None, |max: Option<f64>, p| {
+            Some(max.map_or(p, |m| m.max(p)))
+        });
+    Some(format!(
+        "gateway: {:.1} requests/s over the last {} s, {errors} failed{}\n",
+        requests as f64 / recent.len() as f64,
+        recent.len(),
+        p99.map_or_else(String::new, |p| format!(", p99 {p:.1} ms"))
+    ))
 }
 
 /// A duration as a person reads an age: `42 s`, `5 min`, `3 h`, `2 d` (whole units, rounded
@@ -450,10 +553,14 @@ mod tests {
                 pid: Some(4242),
                 task: Some(TaskId::new("task-1")),
                 url: Some("http://127.0.0.1:40001".into()),
+                lag_blocks: Some(0),
             }],
             updater: None,
             latest_snapshot: None,
             snapshots: Vec::new(),
+            console: None,
+            events: Vec::new(),
+            traffic: TrafficWindow::default(),
         }
     }
 
