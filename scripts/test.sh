@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout on a fresh machine: installs what the tests
 # need (npm for anvil; anvil into ./tools; a Python venv with moto in tools/moto, started on
-# loopback for the AWS adapters' tests; the SAM CLI, cfn-lint, cargo-lambda and checkov in
+# loopback for the AWS adapters' tests; Debian's chromium and playwright-core in tools/browser
+# for the status page's browser test; the SAM CLI, cfn-lint, cargo-lambda and checkov in
 # tools/infra), then formatting, lints, the deployment's offline checks, every test, and
 # `sam build` of the three functions.
 # This is the README's test command, and what CI (.ci/run) runs.
@@ -25,6 +26,9 @@ trap 'scripts/moto.sh stop' EXIT
 NODEFLEET_MOTO_ENDPOINT=$(scripts/moto.sh start)
 export NODEFLEET_MOTO_ENDPOINT
 echo "moto at $NODEFLEET_MOTO_ENDPOINT"
+
+step "chromium (Debian) and playwright-core (pinned, in tools/browser) for the status page's browser test"
+scripts/browser.sh install
 
 step "format"
 cargo fmt --all --check

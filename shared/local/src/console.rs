@@ -8,13 +8,18 @@
 //! |---|---|
 //! | `GET /` | the status page: one self-contained HTML file (no CDN: [`PAGE`]) |
 //! | `GET /api/status` | the fleet status, the document `nodefleet status --json` prints |
+//! | `GET /api/status?after=MS` | the same, once the loop has published one newer than `MS` (its `updated_at`), or after [`LONG_POLL_WAIT`] |
 //! | `GET /api/events?limit=N` | `{"events": [...]}`, the audit trail, newest first |
 //! | `POST /api/chaos/fail-zone/{zone}` | fail a zone: its nodes are lost, launches in it fail |
 //! | `POST /api/chaos/restore-zone/{zone}` | end that |
 //! | `POST /api/replace/{node}` | replace one node, as the reactor would |
 //! | `POST /api/snapshot/round` | start a snapshot round now |
 //!
-//! The page polls `/api/status` every second and redraws; the CLI's `--dir` commands find
+//! The page asks `/api/status?after=<the updated_at it shows>` again as soon as it has an
+//! answer (a long poll): it gets every status the loop publishes (one per reconcile, five a
+//! second while the fleet acts), so a node that is down for a fifth of a second between a
+//! kill and its replacement is drawn down, which a one-second poll misses half the time.
+//! The CLI's `--dir` commands find
 //! the console's URL in the status file (`console`) and call the same API, so the commands
 //! and the page see and do the same things.
 //!
@@ -61,6 +66,10 @@ pub const DEFAULT_CONSOLE_ADDR: &str = "127.0.0.1:8550";
 pub const CONTROL_HEADER: &str = "x-nodefleet-control";
 /// The status page.
 pub const PAGE: &str = include_str!("console/page.html");
+/// The longest a `GET /api/status?after=` waits for a newer status: the loop publishes one
+/// at least every second, so this is only reached when it is stuck; below the page's own
+/// five-second request timeout.
+pub const LONG_POLL_WAIT: Duration = Duration::from_secs(3);
 /// Events `GET /api/events` returns when no `limit` is given, and the most it returns.
 pub const DEFAULT_EVENTS: usize = 100;
 pub const MAX_EVENTS: usize = 10_000;
@@ -101,8 +110,10 @@ impl ControlError {
 /// What the console shows and does: the running fleet.
 #[async_trait]
 pub trait ConsoleBackend: Send + Sync + 'static {
-    /// The fleet status now (as `nodefleet status --json` prints it).
-    async fn status(&self) -> Result<FleetStatus, ControlError>;
+    /// The fleet status now (as `nodefleet status --json` prints it); with `after`, the first
+    /// one published after that `updated_at`, waiting up to `wait` for it (then the latest).
+    async fn status(&self, after: Option<u64>, wait: Duration)
+    -> Result<FleetStatus, ControlError>;
     /// The newest `limit` audit events, newest first.
     async fn events(&self, limit: usize) -> Result<Vec<EventStatus>, ControlError>;
     /// Does `request`; the answer's JSON says what happened.
@@ -113,7 +124,10 @@ pub trait ConsoleBackend: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsoleRoute {
     Page,
-    Status,
+    /// With the `updated_at` the caller has (`?after=`), if any.
+    Status {
+        after: Option<u64>,
+    },
     Events {
         limit: usize,
     },
@@ -149,7 +163,15 @@ pub fn route(method: &Method, path_and_query: &str, has_control_header: bool) ->
     };
     match segments.as_slice() {
         [""] | ["index.html"] => read(ConsoleRoute::Page),
-        ["api", "status"] => read(ConsoleRoute::Status),
+        ["api", "status"] => read(match query_value(query, "after") {
+            None => ConsoleRoute::Status { after: None },
+            Some(value) => match value.parse::<u64>() {
+                Ok(after) => ConsoleRoute::Status { after: Some(after) },
+                Err(_) => ConsoleRoute::BadRequest(format!(
+                    "after must be a time in milliseconds, not {value:?}"
+                )),
+            },
+        }),
         ["api", "events"] => read(match events_limit(query) {
             Ok(limit) => ConsoleRoute::Events { limit },
             Err(message) => ConsoleRoute::BadRequest(message),
@@ -172,10 +194,7 @@ pub fn route(method: &Method, path_and_query: &str, has_control_header: bool) ->
 
 /// The `limit` of an events query: [`DEFAULT_EVENTS`] when absent, 1 to [`MAX_EVENTS`].
 fn events_limit(query: &str) -> Result<usize, String> {
-    let Some(value) = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("limit="))
-    else {
+    let Some(value) = query_value(query, "limit") else {
         return Ok(DEFAULT_EVENTS);
     };
     match value.parse::<usize>() {
@@ -184,6 +203,14 @@ fn events_limit(query: &str) -> Result<usize, String> {
             "limit must be a number from 1 to {MAX_EVENTS}, not {value:?}"
         )),
     }
+}
+
+/// The value of `name` in a query string (`a=1&b=2`), if it is there.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        pair.split_once('=')
+            .and_then(|(key, value)| (key == name).then_some(value))
+    })
 }
 
 /// Serves the console for `backend` on `listener` until `shutdown` resolves, then waits for
@@ -236,7 +263,12 @@ pub async fn answer<B: ConsoleBackend + ?Sized, T>(
             "text/html; charset=utf-8",
             Bytes::from_static(PAGE.as_bytes()),
         ),
-        ConsoleRoute::Status => json_result(backend.status().await.map(|status| json!(status))),
+        ConsoleRoute::Status { after } => json_result(
+            backend
+                .status(after, LONG_POLL_WAIT)
+                .await
+                .map(|status| json!(status)),
+        ),
         ConsoleRoute::Events { limit } => json_result(
             backend
                 .events(limit)
@@ -392,8 +424,18 @@ mod tests {
         let get = |path| route(&Method::GET, path, false);
         let post = |path| route(&Method::POST, path, true);
         assert_eq!(get("/"), ConsoleRoute::Page);
-        assert_eq!(get("/api/status"), ConsoleRoute::Status);
-        assert_eq!(get("/api/status?x=1"), ConsoleRoute::Status);
+        assert_eq!(get("/api/status"), ConsoleRoute::Status { after: None });
+        assert_eq!(get("/api/status?x=1"), ConsoleRoute::Status { after: None });
+        assert_eq!(
+            get("/api/status?after=1764620000000"),
+            ConsoleRoute::Status {
+                after: Some(1_764_620_000_000)
+            }
+        );
+        assert!(matches!(
+            get("/api/status?after=soon"),
+            ConsoleRoute::BadRequest(_)
+        ));
         assert_eq!(
             get("/api/events"),
             ConsoleRoute::Events {

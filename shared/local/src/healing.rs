@@ -521,6 +521,15 @@ impl HealingFleet {
             .unwrap_or_default()
     }
 
+    /// Waits until the loop has published a status written after `after` (milliseconds since
+    /// the Unix epoch), or `wait` has passed.
+    pub async fn wait_for_status_after(&self, after: u64, wait: Duration) {
+        let mut statuses = self.statuses.subscribe();
+        let newer =
+            statuses.wait_for(|s| s.as_ref().is_some_and(|s| s.updated_at.as_millis() > after));
+        let _ = tokio::time::timeout(wait, newer).await;
+    }
+
     /// The status the loop last wrote (`None` before the first), as the status file has it.
     pub fn latest_status(&self) -> Option<FleetStatus> {
         self.statuses.borrow().clone()

@@ -4,6 +4,7 @@
 //! - the status is the one the loop last wrote (the status file's document), with every
 //!   node's head block asked again, as `nodefleet status` does, and the traffic window
 //!   ending now: the page and the command print the same JSON;
+//!   With `after`, it waits (up to the given time) for the loop to publish a newer one;
 //! - the events are the fleet's audit trail, newest first;
 //! - the control requests go to the fleet's own methods, which act through the same ports
 //!   the loop's reconcile uses.
@@ -28,7 +29,14 @@ const HEAD_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[async_trait]
 impl ConsoleBackend for HealingFleet {
-    async fn status(&self) -> Result<FleetStatus, ControlError> {
+    async fn status(
+        &self,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<FleetStatus, ControlError> {
+        if let Some(after) = after {
+            self.wait_for_status_after(after, wait).await;
+        }
         let mut status = self.latest_status().ok_or_else(|| {
             ControlError::Conflict("the fleet has not finished its first reconcile yet".into())
         })?;
