@@ -1,5 +1,7 @@
 //! `nodefleet snapshot ...`: create, restore, list, verify and prune chain-data snapshots in
-//! an `s3://` or `file://` store. Progress bars on a terminal; `--json` prints a summary
+//! an `s3://` or `file://` store, and `snapshot round --stack NAME`: start a deployed
+//! stack's snapshot round now (`nodefleet_ops::round`, the updater function's own service
+//! with its settings from the stack's outputs). Progress bars on a terminal; `--json` prints a summary
 //! object on stdout for scripts and benchmarks. Failures exit non-zero with the file and
 //! offset named (the engine's errors).
 
@@ -21,6 +23,9 @@ use nodefleet_snapshot::verify::{self, VerifyScope};
 use nodefleet_snapshot::{list, profile, prune};
 use serde::Serialize;
 
+use nodefleet_updater::service::UpdaterPorts;
+
+use crate::stack::StackArg;
 use crate::stores::open_store;
 
 /// Default uploads / downloads in flight: enough to keep a 10 Gbps link busy with 16 MiB
@@ -105,6 +110,14 @@ enum SnapshotAction {
         id: String,
         #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
         concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a snapshot round of a deployed stack now, as the snapshot-updater function's
+    /// start-round schedule does (then the function's one-minute tick carries it on).
+    Round {
+        #[command(flatten)]
+        stack: StackArg,
         #[arg(long)]
         json: bool,
     },
@@ -246,6 +259,25 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
                     "{}: {} chunks in {} packs verified ({} bytes read)",
                     report.snapshot, report.chunks_checked, report.packs, report.bytes_read
                 ));
+            }
+            Ok(())
+        }
+        SnapshotAction::Round { stack, json } => {
+            let adapters = crate::stack::open(&stack.stack).await?;
+            let settings = adapters
+                .settings
+                .updater
+                .settings(&crate::stack::operator());
+            let ports = UpdaterPorts {
+                state: &adapters.state,
+                scheduler: &adapters.updater_scheduler,
+                store: &adapters.store,
+            };
+            let started = nodefleet_ops::start_round(ports, &settings, Timestamp::now()).await?;
+            if json {
+                print_json(&started)?;
+            } else {
+                print_line(&started.render());
             }
             Ok(())
         }

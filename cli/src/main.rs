@@ -2,13 +2,16 @@
 //! its flags and calls into the shared crates; errors print as one line and exit 1.
 
 mod cmd_agent;
+mod cmd_events;
 mod cmd_gateway;
 mod cmd_plan;
+mod cmd_replace;
 mod cmd_snapshot;
 mod cmd_status;
 mod cmd_tools;
 mod cmd_up;
 mod signals;
+mod stack;
 mod stores;
 
 use std::process::ExitCode;
@@ -34,6 +37,10 @@ enum Command {
     /// Show the running local fleet: nodes, zones, health, head blocks, processes,
     /// snapshots and the updater.
     Status(cmd_status::StatusArgs),
+    /// A deployed stack's audit trail: what the control plane did and why, newest first.
+    Events(cmd_events::EventsArgs),
+    /// Replace one node of a deployed stack now, the way the health reactor would.
+    Replace(cmd_replace::ReplaceArgs),
     /// Serve the JSON-RPC gateway in front of an upstream node or load balancer.
     Gateway(cmd_gateway::GatewayArgs),
     /// Gateway policy files.
@@ -79,6 +86,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => cmd_up::run(args).await,
             Command::Status(args) => cmd_status::run(args).await,
+            Command::Events(args) => cmd_events::run(args).await,
+            Command::Replace(args) => cmd_replace::run(args).await,
             Command::Gateway(args) => cmd_gateway::run(args).await,
             Command::Policy(PolicyCommand::Check(args)) => cmd_gateway::check_policy(args),
             Command::Tools(args) => cmd_tools::run(args).await,

@@ -29,6 +29,7 @@ use nodefleet_gateway::config::GatewayConfig;
 use nodefleet_lambda::env::Env;
 use nodefleet_lambda::permissions::{Principal, iam_actions};
 use nodefleet_lambda::reactor::ReactorEnv;
+use nodefleet_lambda::stack::{StackSettings, outputs_read};
 use nodefleet_lambda::updater::{FUNCTION_TIMEOUT_SECS, UpdaterEnv, UpdaterEvent};
 use serde_yaml::Value;
 use serde_yaml::value::TaggedValue;
@@ -664,6 +665,49 @@ fn every_variable_a_function_reads_is_set_and_accepted() {
             .map_err(|e| e.to_string())
     });
     check_reads(Principal::SnapshotUpdater, &set, &read);
+}
+
+#[test]
+fn operator_commands_read_the_functions_own_settings_from_the_outputs() {
+    // `nodefleet status|events|replace|snapshot round --stack` rebuild the functions'
+    // settings from the stack's outputs (nodefleet_lambda::stack) and leave the rest to the
+    // parsers' defaults: that must give exactly what the functions run with, or an operator's
+    // replacement would launch another task definition, size or grace (key lifetime), and an
+    // operator's round would run with other timeouts or retention.
+    let template = load();
+    let outputs: BTreeMap<String, String> = outputs_read()
+        .into_iter()
+        .map(|name| {
+            let output = template.root["Outputs"]
+                .get(name)
+                .unwrap_or_else(|| panic!("the template has no output {name}"));
+            (name.to_owned(), template.resolve(&output["Value"]).unwrap())
+        })
+        .collect();
+    let from_outputs = StackSettings::from_outputs("nodefleet", &outputs)
+        .unwrap_or_else(|e| panic!("{e}\n{outputs:#?}"));
+    let function_env =
+        |principal: Principal| template.function_environment(template.principal(principal));
+    let set = function_env(Principal::HealthReactor);
+    let lookup = |name: &str| set.get(name).cloned();
+    let reactor = ReactorEnv::from_env(Env::new(&lookup)).unwrap();
+    assert_eq!(
+        from_outputs.reactor,
+        ReactorEnv {
+            // The seed is the reactor's first run's business; operators read the stored
+            // config.
+            seed: None,
+            ..reactor
+        },
+        "the reactor's settings differ: add an output for the variable (shared/lambda/src/stack.rs)"
+    );
+    let set = function_env(Principal::SnapshotUpdater);
+    let lookup = |name: &str| set.get(name).cloned();
+    let updater = UpdaterEnv::from_env(Env::new(&lookup)).unwrap();
+    assert_eq!(
+        from_outputs.updater, updater,
+        "the updater's settings differ: add an output for the variable (shared/lambda/src/stack.rs)"
+    );
 }
 
 // ---------------------------------------------------------------- wiring

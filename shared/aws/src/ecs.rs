@@ -48,8 +48,9 @@
 //! [`DESCRIBE_BATCH`] with tags. The zone is the task's `availabilityZone`, else its container
 //! instance's `ecs.availability-zone` attribute, else the zone tag; node, role and snapshot
 //! come from the tags; bindings from the node container's `networkBindings`; the IP from the
-//! task's ENI attachment (awsvpc); the EC2 instance id from DescribeContainerInstances,
-//! looked up once per call for all the tasks that need it.
+//! task's ENI attachment (awsvpc), else its container instance's [`PRIVATE_IP_ATTRIBUTE`]
+//! (bridge: where its published ports are); the EC2 instance id from
+//! DescribeContainerInstances, looked up once per call for all the tasks that need it.
 //!
 //! # Error policy
 //!
@@ -114,6 +115,11 @@ pub use nodefleet_ports::scheduler::{ENV_NODE_ID, ENV_ROLE, ENV_SNAPSHOT_ID, ENV
 
 /// The container instance attribute that names its zone.
 const ZONE_ATTRIBUTE: &str = "ecs.availability-zone";
+
+/// The custom container instance attribute that holds the instance's private IPv4 address:
+/// infra/template.yaml's user data sets it (`ECS_INSTANCE_ATTRIBUTES`), since ECS reports
+/// no address for a bridge-networked task and the instance's is where its ports are.
+pub const PRIVATE_IP_ATTRIBUTE: &str = "nodefleet.private-ipv4";
 
 /// The smallest task-level CPU ECS takes for a task on EC2 (0.125 vCPU), and the largest
 /// (192 vCPU): the `cpu` field of ECS's TaskDefinition API reference ("If you're using the
@@ -492,6 +498,8 @@ where
 struct InstanceFacts {
     ec2_instance_id: Option<String>,
     zone: Option<Zone>,
+    /// [`PRIVATE_IP_ATTRIBUTE`], where the instance has it.
+    private_ip: Option<IpAddr>,
 }
 
 /// The `Scheduler` port on ECS; see the module doc.
@@ -649,17 +657,19 @@ impl EcsScheduler {
                 let Some(arn) = instance.container_instance_arn() else {
                     continue;
                 };
-                let zone = instance
-                    .attributes()
-                    .iter()
-                    .find(|a| a.name() == ZONE_ATTRIBUTE)
-                    .and_then(|a| a.value())
-                    .map(Zone::new);
+                let attribute = |name: &str| {
+                    instance
+                        .attributes()
+                        .iter()
+                        .find(|a| a.name() == name)
+                        .and_then(|a| a.value())
+                };
                 facts.insert(
                     arn.to_owned(),
                     InstanceFacts {
                         ec2_instance_id: instance.ec2_instance_id().map(str::to_owned),
-                        zone,
+                        zone: attribute(ZONE_ATTRIBUTE).map(Zone::new),
+                        private_ip: attribute(PRIVATE_IP_ATTRIBUTE).and_then(|v| v.parse().ok()),
                     },
                 );
             }
@@ -802,7 +812,7 @@ fn task_info(
         started_at: timestamp(task.started_at()),
         stopped_at: timestamp(task.stopped_at()),
         instance_id: instance.ec2_instance_id,
-        ip: task_ip(task),
+        ip: task_ip(task).or(instance.private_ip),
         bindings,
     })
 }

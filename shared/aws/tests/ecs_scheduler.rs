@@ -48,9 +48,9 @@ use aws_smithy_types::body::SdkBody;
 use nodefleet_aws::EcsScheduler;
 use nodefleet_aws::ecs::{
     CLIENT_TOKEN_MAX, CapacityProviderShare, ENV_NODE_ID, ENV_ROLE, ENV_SNAPSHOT_ID, ENV_ZONE,
-    EcsLaunch, EcsNetwork, EcsSchedulerConfig, STARTED_BY_MAX, TAG_FLEET, TAG_NODE, TAG_ROLE,
-    TAG_SNAPSHOT, TAG_ZONE, TASK_CPU_UNITS_MAX, TASK_CPU_UNITS_MIN, TASK_MEMORY_MIB_MIN, TaskSize,
-    client_token, run_task_plan,
+    EcsLaunch, EcsNetwork, EcsSchedulerConfig, PRIVATE_IP_ATTRIBUTE, STARTED_BY_MAX, TAG_FLEET,
+    TAG_NODE, TAG_ROLE, TAG_SNAPSHOT, TAG_ZONE, TASK_CPU_UNITS_MAX, TASK_CPU_UNITS_MIN,
+    TASK_MEMORY_MIB_MIN, TaskSize, client_token, run_task_plan,
 };
 use nodefleet_ports::contract::scheduler::SchedulerFixture;
 use nodefleet_ports::{
@@ -499,6 +499,13 @@ fn instances_rule() -> Rule {
                             .build()
                             .unwrap(),
                     )
+                    .attributes(
+                        Attribute::builder()
+                            .name(PRIVATE_IP_ATTRIBUTE)
+                            .value("10.0.2.17")
+                            .build()
+                            .unwrap(),
+                    )
                     .build(),
             )
             .build()
@@ -536,6 +543,9 @@ async fn a_partly_failed_run_task_reports_both_tasks_and_failures() {
     assert_eq!(task.snapshot, Some(SnapshotId::new("snap-42")));
     assert_eq!(task.zone, Some(Zone::new("us-east-1b")));
     assert_eq!(task.instance_id.as_deref(), Some("i-0123456789abcdef0"));
+    // A bridge task has no address of its own: its instance's, from the attribute the
+    // template's user data sets, is where its published ports are.
+    assert_eq!(task.ip, Some("10.0.2.17".parse().unwrap()));
     let target = target_for_task(task, NetworkMode::Bridge, 8545).unwrap();
     assert_eq!(
         (target.id.as_str(), target.port),
@@ -885,6 +895,11 @@ async fn list_tasks_pages_through_both_statuses_and_describes_in_batches_of_100(
         "only the node container's bindings"
     );
     assert_eq!(running.last_status, TaskStatus::Running);
+    assert_eq!(
+        running.ip,
+        Some("10.0.2.17".parse().unwrap()),
+        "no ENI: its instance's address"
+    );
 
     let stopped = tasks.iter().find(|t| t.id.as_str() == arn(149)).unwrap();
     assert_eq!(stopped.last_status, TaskStatus::Stopped);
@@ -893,7 +908,11 @@ async fn list_tasks_pages_through_both_statuses_and_describes_in_batches_of_100(
         Some("Host EC2 (instance i-0abc) terminated.")
     );
     assert_eq!(stopped.zone, Some(Zone::new("us-east-1a")));
-    assert_eq!(stopped.ip, Some("10.0.3.9".parse().unwrap()));
+    assert_eq!(
+        stopped.ip,
+        Some("10.0.3.9".parse().unwrap()),
+        "its own ENI's address wins over its instance's"
+    );
     assert_eq!(
         stopped.node, None,
         "an untagged task is not claimed for a node"

@@ -8,6 +8,8 @@
 //! - [`function`]: what every function shares (init error, answer and metrics, EMF output);
 //! - [`reactor`]: the health-reactor function;
 //! - [`updater`]: the snapshot-updater function;
+//! - [`stack`]: a deployed stack's outputs as the functions' settings and adapters, for
+//!   operator commands (`nodefleet ... --stack NAME`);
 //! - [`permissions`]: what each principal (the functions, the node tasks) calls, and the IAM
 //!   actions its role needs.
 
@@ -16,4 +18,5 @@ pub mod function;
 pub mod launch;
 pub mod permissions;
 pub mod reactor;
+pub mod stack;
 pub mod updater;

@@ -167,7 +167,9 @@ pub struct TaskInfo {
     pub stopped_at: Option<Timestamp>,
     /// The EC2 instance it runs on (bridge networking).
     pub instance_id: Option<String>,
-    /// Its own address (awsvpc networking, or the local process's host).
+    /// Its own address (awsvpc networking, or the local process's host); with bridge
+    /// networking, its instance's private address where the scheduler knows it (its
+    /// published ports are there).
     pub ip: Option<IpAddr>,
     pub bindings: Vec<PortBinding>,
 }

@@ -261,15 +261,7 @@ pub async fn run(
         Err(error) => tracing::warn!(%error, "unreadable event; reconciling anyway"),
         Ok(_) => {}
     }
-    let config = load_config(ports.state, settings).await?;
-    let snapshot = latest_published(ports.state).await?;
-    let desired = Desired::from_config(
-        &config,
-        settings.grace,
-        snapshot,
-        settings.network_mode,
-        settings.container_port,
-    );
+    let desired = load_desired(ports.state, settings).await?;
     let (stored, mut memory) = load_memory(ports.state, settings, now).await?;
     let before = memory.clone();
     memory.note(spot_warning(trigger, now), now);
@@ -296,6 +288,37 @@ pub async fn run(
         outcome,
         warnings,
     })))
+}
+
+/// What the fleet should be, as a reconcile sees it: the stored [`FleetConfig`] (seeded
+/// from the settings the first time), with the newest published snapshot for new nodes and
+/// the settings' grace, network mode and port. Operator tools plan with the same.
+pub async fn load_desired(
+    state: &dyn StateStore,
+    settings: &ReactorSettings,
+) -> Result<Desired, ReactorError> {
+    let config = load_config(state, settings).await?;
+    let snapshot = latest_published(state).await?;
+    Ok(Desired::from_config(
+        &config,
+        settings.grace,
+        snapshot,
+        settings.network_mode,
+        settings.container_port,
+    ))
+}
+
+/// The reactor's stored memory (a fresh one when none is stored), as the next invocation
+/// would start from it: for operator tools that plan with its budget and zone backoff, and
+/// never save it.
+pub async fn read_memory(
+    state: &dyn StateStore,
+    settings: &ReactorSettings,
+    now: Timestamp,
+) -> Result<ReactorMemory, ReactorError> {
+    load_memory(state, settings, now)
+        .await
+        .map(|(_, memory)| memory)
 }
 
 /// The warning a spot trigger carries, dated by the event (or `now` without a time).

@@ -66,7 +66,10 @@
 //!   node; with `n` of those the key gets `/retry-<n>`, so the node is replaced again at once
 //!   instead of waiting for the first key to expire (every reconcile of that observation
 //!   counts the same `n`);
-//! - fill: `launch/<node>`; other actions: [`Action::idempotency_key`].
+//! - fill: `launch/<node>`; other actions: [`Action::idempotency_key`];
+//! - an operator's replacement ([`operator_replacement`], `nodefleet replace NODE`): the
+//!   replacement key above, the very launch a reconcile would plan when it would replace the
+//!   node itself, so an operator and a concurrent reconcile start one task between them.
 //!
 //! # Cost
 //!
@@ -76,6 +79,7 @@
 //! (`cargo run --release -p nodefleet-reactor --example plan_300`).
 
 mod budget;
+mod operator;
 pub mod sample;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -92,6 +96,7 @@ pub use budget::{
     ReplacementBudget, TokenBucket, ZONE_BACKOFF_BASE, ZONE_BACKOFF_MAX, ZONE_FAILURE_MEMORY,
     ZoneBackoff, ZoneFailures,
 };
+pub use operator::{ReplaceRefusal, operator_replacement};
 
 /// What every replacement launch's idempotency key starts with (see the module doc), so
 /// metrics can tell replacements from fills.
@@ -409,6 +414,25 @@ fn launch_order(task: &TaskInfo) -> (u64, &TaskId) {
     )
 }
 
+/// How many nodes count in each zone before any launch (rule 1): a node with a replacement
+/// where the replacement runs, a healthy, in-grace or unknown node where it runs; a node to
+/// be replaced nowhere (its launch is counted when its zone is picked). `skip` leaves one
+/// node out, as if it were to be replaced.
+fn zone_counts<'a>(nodes: &[NodeView<'a>], skip: Option<&NodeId>) -> BTreeMap<&'a Zone, usize> {
+    let mut counts: BTreeMap<&'a Zone, usize> = BTreeMap::new();
+    for node in nodes.iter().filter(|n| Some(n.id) != skip) {
+        let zone = match (node.replacement, &node.condition) {
+            (Some(replacement), _) => replacement.zone.as_ref().unwrap_or(node.zone),
+            (None, Condition::Healthy | Condition::InGrace | Condition::Unknown(_)) => node.zone,
+            (None, Condition::Unhealthy(_) | Condition::Lost(_) | Condition::Doomed(_)) => {
+                continue;
+            }
+        };
+        *counts.entry(zone).or_default() += 1;
+    }
+    counts
+}
+
 struct Planner<'a> {
     desired: &'a Desired,
     observed: &'a Observed,
@@ -428,22 +452,7 @@ pub fn plan(
     now: Timestamp,
     budget: &ReplacementBudget,
 ) -> Plan {
-    let mut budget = budget.clone();
-    budget.advance(now);
-    budget
-        .zone_backoff
-        .observe(&observed.launch_failures, &observed.tasks, now);
-    let mut planner = Planner {
-        desired,
-        observed,
-        now,
-        health: observed.targets.iter().map(|h| (&h.target, h)).collect(),
-        budget,
-        actions: Vec::new(),
-        decisions: Vec::new(),
-        deregistered: BTreeSet::new(),
-        summary: PlanSummary::default(),
-    };
+    let mut planner = Planner::new(desired, observed, now, budget);
     planner.run();
     Plan {
         actions: planner.actions,
@@ -454,6 +463,32 @@ pub fn plan(
 }
 
 impl<'a> Planner<'a> {
+    /// A planner over `observed` with `budget` brought up to `now`: refilled, and zone
+    /// backoff fed with the observed placement failures and stopped tasks.
+    fn new(
+        desired: &'a Desired,
+        observed: &'a Observed,
+        now: Timestamp,
+        budget: &ReplacementBudget,
+    ) -> Planner<'a> {
+        let mut budget = budget.clone();
+        budget.advance(now);
+        budget
+            .zone_backoff
+            .observe(&observed.launch_failures, &observed.tasks, now);
+        Planner {
+            desired,
+            observed,
+            now,
+            health: observed.targets.iter().map(|h| (&h.target, h)).collect(),
+            budget,
+            actions: Vec::new(),
+            decisions: Vec::new(),
+            deregistered: BTreeSet::new(),
+            summary: PlanSummary::default(),
+        }
+    }
+
     fn target_of(&self, task: &TaskInfo) -> Option<Target> {
         target_for_task(task, self.desired.network_mode, self.desired.container_port)
     }
@@ -480,7 +515,7 @@ impl<'a> Planner<'a> {
         let nodes = self.observe_nodes();
         self.summary.nodes = nodes.len();
         let mut healthy_tasks = 0usize;
-        let mut zone_counts: BTreeMap<&Zone, usize> = BTreeMap::new();
+        let mut zone_counts = zone_counts(&nodes, None);
         let mut stops: Vec<(&NodeView<'_>, &TaskInfo, Option<&TaskInfo>, String)> = Vec::new();
         let mut candidates: Vec<&NodeView<'_>> = Vec::new();
         let mut adoptions: Vec<Action> = Vec::new();
@@ -514,8 +549,6 @@ impl<'a> Planner<'a> {
                 stops.push((node, extra, None, "duplicate replacement task".to_owned()));
             }
             if let Some(replacement) = node.replacement {
-                let zone = replacement.zone.as_ref().unwrap_or(node.zone);
-                *zone_counts.entry(zone).or_default() += 1;
                 if let (None, Some(gone)) =
                     (node.current.filter(|t| is_live(t)), node.recorded_task)
                     && self.target_state(replacement).is_some()
@@ -549,9 +582,8 @@ impl<'a> Planner<'a> {
                 continue;
             }
             match &node.condition {
-                Condition::Healthy => *zone_counts.entry(node.zone).or_default() += 1,
+                Condition::Healthy => {}
                 Condition::InGrace => {
-                    *zone_counts.entry(node.zone).or_default() += 1;
                     self.decide(
                         node.id.as_str(),
                         Verdict::InGrace,
@@ -559,7 +591,6 @@ impl<'a> Planner<'a> {
                     );
                 }
                 Condition::Unknown(reason) => {
-                    *zone_counts.entry(node.zone).or_default() += 1;
                     self.decide(node.id.as_str(), Verdict::Unknown, reason.clone());
                 }
                 Condition::Unhealthy(_) | Condition::Lost(_) | Condition::Doomed(_) => {
@@ -907,16 +938,7 @@ impl<'a> Planner<'a> {
                 }
                 return;
             };
-            let replaced = node.current.map(|t| &t.id).or(node.recorded_task);
-            let mut key = format!(
-                "{REPLACEMENT_KEY_PREFIX}{}/{}/{zone}",
-                node.id,
-                replaced.map_or("none", TaskId::as_str)
-            );
-            let dead = self.dead_replacements(node.id, replaced);
-            if dead > 0 {
-                key.push_str(&format!("/retry-{dead}"));
-            }
+            let key = self.replacement_key(node, &zone);
             if self.budget.pay(&key, self.now) == Payment::Exhausted {
                 let waiting = candidates.len() - index;
                 self.actions.push(Action::Alert {
@@ -954,6 +976,21 @@ impl<'a> Planner<'a> {
                 reason: format!("replace {}: {reason}", node.id),
             });
         }
+    }
+
+    /// The idempotency key of `node`'s replacement in `zone` (see the module doc).
+    fn replacement_key(&self, node: &NodeView<'_>, zone: &Zone) -> String {
+        let replaced = node.current.map(|t| &t.id).or(node.recorded_task);
+        let mut key = format!(
+            "{REPLACEMENT_KEY_PREFIX}{}/{}/{zone}",
+            node.id,
+            replaced.map_or("none", TaskId::as_str)
+        );
+        let dead = self.dead_replacements(node.id, replaced);
+        if dead > 0 {
+            key.push_str(&format!("/retry-{dead}"));
+        }
+        key
     }
 
     /// Stopped tasks tagged with `node` other than `replaced`: replacements that died

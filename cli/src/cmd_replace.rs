@@ -1,0 +1,42 @@
+//! `nodefleet replace --stack NAME NODE [--json]`: replace one serving node of a deployed
+//! stack now, through the health reactor's planner and executor and its idempotency keys
+//! (`nodefleet_ops::replace`), with the reactor function's own settings (from the stack's
+//! outputs). A node that is being replaced already is an answer, not an error (exit 0, so
+//! the command can be retried); an unknown node, the updater, or a failed launch exit 1.
+
+use clap::Args;
+use nodefleet_ports::{NodeId, Timestamp};
+use nodefleet_reactor::reconcile::Ports;
+
+use crate::stack::StackArg;
+
+#[derive(Debug, Args)]
+pub struct ReplaceArgs {
+    #[command(flatten)]
+    stack: StackArg,
+    /// The node to replace (as `nodefleet status --stack NAME` lists it).
+    node: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: ReplaceArgs) -> anyhow::Result<()> {
+    let adapters = crate::stack::open(&args.stack.stack).await?;
+    let settings = adapters
+        .settings
+        .reactor
+        .settings(&crate::stack::operator());
+    let ports = Ports {
+        state: &adapters.state,
+        scheduler: &adapters.scheduler,
+        registry: &adapters.registry,
+    };
+    let replaced =
+        nodefleet_ops::replace(ports, &settings, &NodeId::new(args.node), Timestamp::now()).await?;
+    if args.json {
+        crate::stack::print_json(&replaced)
+    } else {
+        crate::stack::print(&replaced.render())
+    }
+}
