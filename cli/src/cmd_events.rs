@@ -1,6 +1,7 @@
-//! `nodefleet events --stack NAME [--since 24h] [--limit 50] [--kind PREFIX] [--subject ID]
+//! `nodefleet events [--stack NAME | --dir .nodefleet] [--since 24h] [--limit 50] [--kind PREFIX] [--subject ID]
 //! [--json]`: the control plane's audit trail (what the reactor and the updater did, and
-//! why), newest first, through `nodefleet_ops::events`. `--json` prints
+//! why), newest first, through `nodefleet_ops::events` for a stack and the console's
+//! `/api/events` for the local fleet. `--json` prints
 //! `{"events":[{"at", "kind", "subject", "detail"}]}`, the local console's shape.
 
 use std::time::Duration;
@@ -11,12 +12,16 @@ use nodefleet_ops::report::{EventRow, render_events};
 use nodefleet_ports::Timestamp;
 use serde::Serialize;
 
-use crate::stack::StackArg;
+use http::Method;
+use nodefleet_local::console::MAX_EVENTS;
+use nodefleet_local::status::EventStatus;
+
+use crate::stack::{Fleet, FleetArg};
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     #[command(flatten)]
-    stack: StackArg,
+    fleet: FleetArg,
     /// How far back to look: 90s, 15m, 6h, 7d (events are kept 90 days).
     #[arg(long, default_value = "24h", value_parser = parse_age)]
     since: Duration,
@@ -40,21 +45,58 @@ struct EventsAnswer {
 }
 
 pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
-    let adapters = crate::stack::open(&args.stack.stack).await?;
     let now = Timestamp::now();
     let filter = EventFilter {
-        kind_prefix: args.kind,
-        subject: args.subject,
+        kind_prefix: args.kind.clone(),
+        subject: args.subject.clone(),
     };
-    let events = recent_events(
-        &adapters.state,
-        now.minus(args.since),
-        now,
-        args.limit,
-        &filter,
-    )
-    .await?;
-    let events: Vec<EventRow> = events.iter().map(EventRow::from).collect();
+    let events: Vec<EventRow> = match args.fleet.fleet() {
+        Fleet::Stack(stack) => {
+            let adapters = crate::stack::open(&stack).await?;
+            recent_events(
+                &adapters.state,
+                now.minus(args.since),
+                now,
+                args.limit,
+                &filter,
+            )
+            .await?
+            .iter()
+            .map(EventRow::from)
+            .collect()
+        }
+        Fleet::Local(dir) => {
+            let answer = crate::local_fleet::call(
+                &dir,
+                Method::GET,
+                &format!("/api/events?limit={MAX_EVENTS}"),
+            )
+            .await?;
+            let events: Vec<EventStatus> = serde_json::from_value(answer["events"].clone())
+                .map_err(|e| {
+                    anyhow::anyhow!("the console's events are not a list of events: {e}")
+                })?;
+            let since = now.minus(args.since);
+            events
+                .into_iter()
+                .filter(|e| e.at >= since)
+                .filter(|e| {
+                    filter
+                        .kind_prefix
+                        .as_deref()
+                        .is_none_or(|k| e.kind.starts_with(k))
+                })
+                .filter(|e| filter.subject.as_deref().is_none_or(|s| e.subject == s))
+                .take(args.limit)
+                .map(|e| EventRow {
+                    at: e.at,
+                    kind: e.kind,
+                    subject: e.subject,
+                    detail: e.detail,
+                })
+                .collect()
+        }
+    };
     if args.json {
         return crate::stack::print_json(&EventsAnswer { events });
     }

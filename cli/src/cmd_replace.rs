@@ -1,5 +1,5 @@
-//! `nodefleet replace --stack NAME NODE [--json]`: replace one serving node of a deployed
-//! stack now, through the health reactor's planner and executor and its idempotency keys
+//! `nodefleet replace [--stack NAME | --dir .nodefleet] NODE [--json]`: replace one serving
+//! node of a deployed stack (or of the local fleet, through its console) now, through the health reactor's planner and executor and its idempotency keys
 //! (`nodefleet_ops::replace`), with the reactor function's own settings (from the stack's
 //! outputs). A node that is being replaced already is an answer, not an error (exit 0, so
 //! the command can be retried); an unknown node, the updater, or a failed launch exit 1.
@@ -8,12 +8,14 @@ use clap::Args;
 use nodefleet_ports::{NodeId, Timestamp};
 use nodefleet_reactor::reconcile::Ports;
 
-use crate::stack::StackArg;
+use http::Method;
+
+use crate::stack::{Fleet, FleetArg};
 
 #[derive(Debug, Args)]
 pub struct ReplaceArgs {
     #[command(flatten)]
-    stack: StackArg,
+    fleet: FleetArg,
     /// The node to replace (as `nodefleet status --stack NAME` lists it).
     node: String,
     /// Print the outcome as JSON.
@@ -22,7 +24,17 @@ pub struct ReplaceArgs {
 }
 
 pub async fn run(args: ReplaceArgs) -> anyhow::Result<()> {
-    let adapters = crate::stack::open(&args.stack.stack).await?;
+    let stack = match args.fleet.fleet() {
+        Fleet::Stack(stack) => stack,
+        Fleet::Local(dir) => {
+            let path = format!("/api/replace/{}", args.node);
+            return crate::local_fleet::print_answer(
+                &crate::local_fleet::call(&dir, Method::POST, &path).await?,
+                args.json,
+            );
+        }
+    };
+    let adapters = crate::stack::open(&stack).await?;
     let settings = adapters
         .settings
         .reactor

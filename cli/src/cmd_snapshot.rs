@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use nodefleet_updater::service::UpdaterPorts;
 
-use crate::stack::StackArg;
+use crate::stack::{Fleet, FleetArg};
 use crate::stores::open_store;
 
 /// Default uploads / downloads in flight: enough to keep a 10 Gbps link busy with 16 MiB
@@ -113,11 +113,12 @@ enum SnapshotAction {
         #[arg(long)]
         json: bool,
     },
-    /// Start a snapshot round of a deployed stack now, as the snapshot-updater function's
-    /// start-round schedule does (then the function's one-minute tick carries it on).
+    /// Start a snapshot round now: of a deployed stack (`--stack`), as the snapshot-updater
+    /// function's start-round schedule does (then its one-minute tick carries it on), or of
+    /// the local fleet (`--dir`), whose loop carries it on.
     Round {
         #[command(flatten)]
-        stack: StackArg,
+        fleet: FleetArg,
         #[arg(long)]
         json: bool,
     },
@@ -262,8 +263,17 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SnapshotAction::Round { stack, json } => {
-            let adapters = crate::stack::open(&stack.stack).await?;
+        SnapshotAction::Round { fleet, json } => {
+            let stack = match fleet.fleet() {
+                Fleet::Stack(stack) => stack,
+                Fleet::Local(dir) => {
+                    let answer =
+                        crate::local_fleet::call(&dir, http::Method::POST, "/api/snapshot/round")
+                            .await?;
+                    return crate::local_fleet::print_answer(&answer, json);
+                }
+            };
+            let adapters = crate::stack::open(&stack).await?;
             let settings = adapters
                 .settings
                 .updater

@@ -1,29 +1,37 @@
 //! `nodefleet up`: the local fleet on one machine, self-healing.
 //!
 //! Opens the gateway's listener first (a busy port fails before anything starts), finds or
-//! installs anvil, prepares a fresh [`HealingFleet`] in the state folder and runs its loop:
-//! the reactor's reconcile every second over the local adapters, which fills the fleet and
-//! replaces nodes that die. The gateway serves over a [`LocalBalancer`] fed with the fleet's
-//! routes after every reconcile that changes them. The banner is printed once the nodes are
-//! healthy; Ctrl-C or SIGTERM stops the gateway, the loop, and every node.
+//! installs anvil, opens the [`HealingFleet`] in the state folder and runs its loop: the
+//! reactor's reconcile every second over the local adapters, which fills the fleet and
+//! replaces nodes that die.
+//!
+//! A second `up` on the same folder resumes the fleet from its state (`state.redb`): its
+//! shape (`--nodes` and `--zones` default to the stored ones; given, they update it), its
+//! snapshot catalog, its audit trail and the reactor's memory. The earlier run's nodes died
+//! with it; what they left in the state is cleared and the first reconcile starts the fleet
+//! again under the same node ids (`nodefleet_local::healing` says what and why).
+//!
+//! The gateway serves over a [`LocalBalancer`] fed with the fleet's routes after every
+//! reconcile that changes them. The banner is printed once the nodes are healthy; Ctrl-C or
+//! SIGTERM stops the gateway, the loop, and every node.
 //!
 //! Every node is a node agent, as on ECS: this same executable as `nodefleet agent run
 //! --client anvil` ([`NodeCommand::agent`]) on the fleet's object store `<dir>/store`. It
-//! hydrates its data dir from the snapshot the reactor names (the store's `latest`, re-read
-//! into the fresh catalog at every start) and then runs anvil on it, so the nodes share that
-//! snapshot's chain; with nothing published they start on a new chain each. The store is
-//! kept across runs (the state is not: see `nodefleet_local::healing`): a snapshot published
+//! hydrates its data dir from the snapshot the reactor names (the newest published one in
+//! the catalog, which the store's `latest` is seeded into at every start) and then runs anvil
+//! on it, so the nodes share that snapshot's chain; with nothing published they start on a
+//! new chain each. The store is kept across runs like the state: a snapshot published
 //! into it (`nodefleet snapshot create --client anvil --from <stopped anvil's data dir>
 //! --store file://<absolute dir>/store --block-height N`, or by the snapshot updater) is
 //! where the next `up` starts from.
 //!
 //! The snapshot updater runs in the same loop (`nodefleet_local::snapshots`): the first
-//! round starts at once and then one every `--snapshot-interval-secs` (120). A round
-//! launches a dedicated updater node (an agent with role `updater` in `local-a`, never in
-//! the gateway's routes), waits until it is synced, has its agent stop anvil, upload a
-//! snapshot and start anvil again, verifies it and publishes it as `latest`: every node the
-//! reactor launches after that (a replacement) hydrates from it. Ctrl-C stops each agent with SIGTERM, and the agent stops its
-//! anvil.
+//! round starts at once (on a resumed fleet: once one is due since the last run's) and then
+//! one every `--snapshot-interval-secs` (120). A round launches a dedicated updater node (an
+//! agent with role `updater` in `local-a`, never in the gateway's routes), waits until it is
+//! synced, has its agent stop anvil, upload a snapshot and start anvil again, verifies it and
+//! publishes it as `latest`: every node the reactor launches after that (a replacement)
+//! hydrates from it. Ctrl-C stops each agent with SIGTERM, and the agent stops its anvil.
 //!
 //! The console (`--console`, default `127.0.0.1:8550`; `nodefleet_local::console`) serves the
 //! live status page at `/` and the control API the `--dir` commands call; its listener is
@@ -47,7 +55,7 @@ use nodefleet_gateway::upstream::DEFAULT_TIMEOUT;
 use nodefleet_gateway::{
     Gateway, HttpUpstreamConfig, LocalBalancer, TrafficRecorder, logging, server,
 };
-use nodefleet_local::healing::{self, DEFAULT_ZONES, MAX_ZONES};
+use nodefleet_local::healing::{self, DEFAULT_NODES, DEFAULT_ZONES, MAX_ZONES};
 use nodefleet_local::node::START_TIMEOUT;
 use nodefleet_local::scheduler::NodeCommand;
 use nodefleet_local::snapshots::DEFAULT_ROUND_INTERVAL;
@@ -57,19 +65,21 @@ use tokio::sync::watch;
 use crate::cmd_gateway::{policy_from, timeout_from};
 use crate::signals;
 
-/// The fleet's size when not told: one node per zone of the three-zone layout.
-const DEFAULT_NODES: u32 = 3;
 /// The most nodes one machine is asked to run: each anvil takes a core's share under load.
 const MAX_NODES: u32 = 32;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Number of serving nodes; the fleet keeps this many, replacing any that die.
-    #[arg(long, default_value_t = DEFAULT_NODES)]
-    nodes: u32,
-    /// Zones the nodes are spread over (local-a, local-b, ...).
-    #[arg(long, default_value_t = DEFAULT_ZONES)]
-    zones: u32,
+    #[arg(long, help = format!(
+        "Number of serving nodes; the fleet keeps this many, replacing any that die \
+         [default: the stored fleet's in --dir, else {DEFAULT_NODES}; given, it updates it]"
+    ))]
+    nodes: Option<u32>,
+    #[arg(long, help = format!(
+        "Zones the nodes are spread over (local-a, local-b, ...) \
+         [default: the stored fleet's in --dir, else {DEFAULT_ZONES}; given, it updates it]"
+    ))]
+    zones: Option<u32>,
     /// Address the gateway listens on.
     #[arg(long, default_value = "127.0.0.1:8545")]
     listen: SocketAddr,
@@ -77,8 +87,9 @@ pub struct UpArgs {
     /// `--dir` commands (chaos, replace, snapshot round, events) call.
     #[arg(long, default_value = console::DEFAULT_CONSOLE_ADDR)]
     console: SocketAddr,
-    /// State folder: state, status, logs, node data and the snapshot store `store/` (an
-    /// earlier run's state and node data are discarded, its store is kept).
+    /// State folder: state, status, logs, node data and the snapshot store `store/`. An
+    /// `up` on a folder an earlier run used resumes that fleet from its state (its nodes are
+    /// started again; their old data is discarded, the store is kept).
     #[arg(long, default_value = ".nodefleet")]
     dir: PathBuf,
     /// Operator policy file (TOML) for the gateway.
@@ -107,11 +118,13 @@ fn is_gateway_event(target: &str) -> bool {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (1..=MAX_NODES).contains(&args.nodes),
+        args.nodes
+            .is_none_or(|nodes| (1..=MAX_NODES).contains(&nodes)),
         "--nodes must be from 1 to {MAX_NODES}"
     );
     anyhow::ensure!(
-        (1..=MAX_ZONES).contains(&args.zones),
+        args.zones
+            .is_none_or(|zones| (1..=MAX_ZONES).contains(&zones)),
         "--zones must be from 1 to {MAX_ZONES}"
     );
     let policy = policy_from(args.policy.as_deref())?;
@@ -161,6 +174,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .then(|| std::time::Duration::from_secs(args.snapshot_interval_secs)),
     })
     .await?;
+    if let Some(resumed) = fleet.resumed() {
+        say(&format!(
+            "resuming the fleet in {}: {} nodes over {} zones{}",
+            args.dir.display(),
+            resumed.nodes,
+            resumed.zones,
+            if resumed.config_updated {
+                " (shape updated)"
+            } else {
+                ""
+            }
+        ));
+    }
     let traffic = Arc::new(TrafficRecorder::new());
     let fleet = Arc::new(
         fleet
@@ -199,7 +225,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let balancer = balancer.clone();
         tokio::spawn(async move { balancer.probe().await });
     };
-    let nodes = args.nodes as usize;
+    let nodes = fleet.config().serving_nodes as usize;
     let dir = args.dir.clone();
     let front = async {
         // One signal future for both waits, so a Ctrl-C between them is not lost.

@@ -2,6 +2,7 @@
 //! its flags and calls into the shared crates; errors print as one line and exit 1.
 
 mod cmd_agent;
+mod cmd_chaos;
 mod cmd_events;
 mod cmd_gateway;
 mod cmd_plan;
@@ -10,6 +11,7 @@ mod cmd_snapshot;
 mod cmd_status;
 mod cmd_tools;
 mod cmd_up;
+mod local_fleet;
 mod signals;
 mod stack;
 mod stores;
@@ -34,13 +36,18 @@ enum Command {
     /// Bring up the local fleet: node agents running anvil behind the gateway, hydrated
     /// from the latest snapshot in the fleet's store, replaced when they die, until Ctrl-C.
     Up(cmd_up::UpArgs),
-    /// Show the running local fleet: nodes, zones, health, head blocks, processes,
-    /// snapshots and the updater.
+    /// Show the running local fleet (or a deployed stack): nodes, zones, health, head
+    /// blocks, snapshots, the updater and recent events.
     Status(cmd_status::StatusArgs),
-    /// A deployed stack's audit trail: what the control plane did and why, newest first.
+    /// The audit trail (a deployed stack's, or the local fleet's): what the control plane
+    /// and operators did and why, newest first.
     Events(cmd_events::EventsArgs),
-    /// Replace one node of a deployed stack now, the way the health reactor would.
+    /// Replace one node now (of a deployed stack, or of the local fleet), the way the health
+    /// reactor would.
     Replace(cmd_replace::ReplaceArgs),
+    /// Break the running local fleet on purpose (kill or stall a node, fail or restore a
+    /// zone) and watch it heal itself.
+    Chaos(cmd_chaos::ChaosArgs),
     /// Serve the JSON-RPC gateway in front of an upstream node or load balancer.
     Gateway(cmd_gateway::GatewayArgs),
     /// Gateway policy files.
@@ -88,6 +95,7 @@ fn main() -> ExitCode {
             Command::Status(args) => cmd_status::run(args).await,
             Command::Events(args) => cmd_events::run(args).await,
             Command::Replace(args) => cmd_replace::run(args).await,
+            Command::Chaos(args) => cmd_chaos::run(args).await,
             Command::Gateway(args) => cmd_gateway::run(args).await,
             Command::Policy(PolicyCommand::Check(args)) => cmd_gateway::check_policy(args),
             Command::Tools(args) => cmd_tools::run(args).await,

@@ -1,22 +1,45 @@
-//! What the `--stack NAME` commands share: the flag, opening the stack (its outputs, the
+//! What the `--stack NAME` commands share: the flag (or `--dir` for the local fleet), opening the stack (its outputs, the
 //! functions' settings from them, the AWS adapters, through `nodefleet_lambda::stack`, with
 //! the standard AWS environment: region, credentials, `AWS_ENDPOINT_URL`), the name an
 //! operator's claims and leases are held under, and writing the answer to stdout.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 use nodefleet_lambda::stack::StackAdapters;
 
-/// The deployed stack a command operates on.
+/// The fleet a command operates on: a deployed stack (`--stack NAME`) or the local fleet
+/// running in a folder (`--dir`, the default `.nodefleet`).
 #[derive(Debug, Clone, Args)]
-pub struct StackArg {
+pub struct FleetArg {
     /// The CloudFormation stack `sam deploy` created (its outputs name the fleet's table,
     /// cluster, target group, task definitions and store). Region and credentials come from
     /// the standard AWS environment.
-    #[arg(long, value_name = "NAME")]
-    pub stack: String,
+    #[arg(long, value_name = "NAME", conflicts_with = "dir")]
+    pub stack: Option<String>,
+    /// The local fleet's state folder (as given to `nodefleet up`), asked through its
+    /// console [default: .nodefleet]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Which fleet [`FleetArg`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fleet {
+    Stack(String),
+    Local(PathBuf),
+}
+
+impl FleetArg {
+    pub fn fleet(&self) -> Fleet {
+        match (&self.stack, &self.dir) {
+            (Some(stack), _) => Fleet::Stack(stack.clone()),
+            (None, Some(dir)) => Fleet::Local(dir.clone()),
+            (None, None) => Fleet::Local(PathBuf::from(".nodefleet")),
+        }
+    }
 }
 
 /// Reads the stack's outputs and builds its adapters once.

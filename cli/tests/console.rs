@@ -1,7 +1,8 @@
 //! `nodefleet up`'s console, from the outside: the status API is the document
 //! `nodefleet status --json` prints (same fields, same nodes and tasks), with the gateway's
 //! traffic counted per second and the audit trail; the page is served; control requests
-//! need their header, and the fleet answers them (or says why not) without reloading.
+//! need their header, and the fleet answers them (or says why not). The `--dir` commands
+//! (`replace`, `snapshot round`, `events`) act on the running fleet through it.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
@@ -13,7 +14,10 @@ use std::time::Duration;
 use http::Method;
 use nodefleet_testkit::client::{post, request};
 use serde_json::{Value, json};
-use support::{all_healthy, interrupt, line_with, spawn_up, status, temp_dir, wait_status};
+use support::{
+    all_healthy, interrupt, line_with, run_in, spawn_up, spawn_up_with, status, temp_dir,
+    wait_status,
+};
 
 /// Bound of every wait on the fleet: it is up in a few seconds on an idle machine; this is
 /// for a loaded two-core CI machine.
@@ -123,4 +127,88 @@ async fn the_console_serves_the_status_document_the_page_events_traffic_and_guar
     interrupt(&mut up, WAIT).await;
     let gone = nodefleet_local::console::call(&console, Method::GET, "/api/status").await;
     assert!(gone.is_err(), "the console stops with up");
+}
+
+#[tokio::test]
+async fn the_dir_commands_replace_a_node_start_a_round_and_read_the_trail_through_the_console() {
+    let dir = temp_dir("console", "commands");
+    // An updater with one round at the start, none after it for an hour: the rounds here
+    // are the ones the test asks for.
+    let (mut up, _lines) = spawn_up_with(&dir, 3, &["--snapshot-interval-secs", "3600"]);
+    let ready = wait_status(&dir, "three healthy nodes and a snapshot", WAIT, |s| {
+        all_healthy(s, 3) && s["latest_snapshot"].is_string() && s["updater"].is_object()
+    })
+    .await;
+    let first_snapshot = ready["latest_snapshot"].as_str().unwrap().to_owned();
+    let old_task = ready["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "local-b-1")
+        .unwrap()["task"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // replace: a new task for local-b-1 under the reactor's key; the loop finishes it.
+    let (code, stdout, stderr) = run_in(&dir, &["replace", "local-b-1", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(
+        answer["key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with(&format!("replace/local-b-1/{old_task}/"))),
+        "the reactor's key shape: {answer}"
+    );
+    let replaced = wait_status(&dir, "local-b-1 healthy on a new task", WAIT, |s| {
+        all_healthy(s, 3)
+            && s["nodes"].as_array().unwrap().iter().any(|n| {
+                n["id"] == "local-b-1" && n["task"].as_str().is_some_and(|t| t != old_task)
+            })
+    })
+    .await;
+    assert_eq!(replaced["nodes"].as_array().unwrap().len(), 3);
+
+    // Refusals, one line each: an unknown node, the updater.
+    let (code, _, stderr) = run_in(&dir, &["replace", "local-z-9"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not one of the fleet's nodes"), "{stderr}");
+    let updater = replaced["updater"]["id"].as_str().unwrap().to_owned();
+    let (code, _, stderr) = run_in(&dir, &["replace", &updater]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not a serving node"), "{stderr}");
+
+    // snapshot round: a round starts now, and a newer snapshot is published.
+    let (code, stdout, stderr) = run_in(&dir, &["snapshot", "round"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("round"), "{stdout}");
+    wait_status(&dir, "a second snapshot published", WAIT, |s| {
+        s["latest_snapshot"]
+            .as_str()
+            .is_some_and(|id| id != first_snapshot)
+    })
+    .await;
+
+    // events: the trail has the replacement's launch and the round, newest first.
+    let (code, stdout, stderr) =
+        run_in(&dir, &["events", "--subject", "local-b-1", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let events: Value = serde_json::from_str(&stdout).unwrap();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"reactor.launch"), "{kinds:?}");
+    assert!(kinds.iter().all(|k| !k.is_empty()));
+    let (code, stdout, stderr) = run_in(&dir, &["events", "--kind", "snapshot."]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("snapshot."), "{stdout}");
+
+    interrupt(&mut up, WAIT).await;
+    let (code, _, stderr) = run_in(&dir, &["events"]).await;
+    assert_eq!(code, 1, "no up runs there any more");
+    assert!(stderr.contains("no nodefleet up is running"), "{stderr}");
 }

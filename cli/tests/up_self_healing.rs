@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{alive, all_healthy, children, nodes, spawn_up, status};
+use support::{alive, all_healthy, children, nodes, read_steadily, spawn_up, status};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,20 +17,12 @@ use std::time::{Duration, Instant};
 
 use nodefleet_local::status::{FleetStatus, STALE_AFTER, process_start_time};
 use nodefleet_ports::Timestamp;
-use nodefleet_testkit::client::{client, try_post};
 use serde_json::Value;
 use tokio::io::BufReader;
 
 /// Bound of every wait on the fleet (start, recovery): a replacement takes about a second;
 /// this is for a loaded two-core CI machine.
 const WAIT: Duration = Duration::from_secs(60);
-/// How often each client sends a read: a steady stream, so the kill lands mid-traffic.
-const READ_EVERY: Duration = Duration::from_millis(15);
-/// Reads per client at most (the clients stop long before: this bounds the loop whatever
-/// happens): `WAIT` twice over at one read per `READ_EVERY`.
-const MAX_READS: usize = 8_000;
-/// The first account of anvil's default mnemonic (it holds 10,000 ETH).
-const FUNDED: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 
 fn temp_dir(name: &str) -> PathBuf {
     support::temp_dir("heal", name)
@@ -47,56 +39,6 @@ async fn line_with(
     needle: &str,
 ) -> String {
     support::line_with(lines, needle, WAIT * 2).await
-}
-
-/// What one client saw.
-#[derive(Debug, Default)]
-struct Reads {
-    ok: usize,
-    failures: Vec<String>,
-}
-
-/// Sends reads (`eth_blockNumber` and `eth_getBalance` in turn) through the gateway every
-/// [`READ_EVERY`] until `stop`, on one keep-alive client. A read counts as good only if it is
-/// HTTP 200 with a JSON-RPC `result`.
-async fn read_steadily(url: String, client_id: usize, stop: Arc<AtomicBool>) -> Reads {
-    let client = client();
-    let mut reads = Reads::default();
-    for i in 0..MAX_READS {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let body = if i % 2 == 0 {
-            format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_blockNumber","params":[]}}"#)
-        } else {
-            format!(
-                r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_getBalance","params":["{FUNDED}","latest"]}}"#
-            )
-        };
-        let sent = Instant::now();
-        match try_post(&client, &url, body).await {
-            Ok(answer) => {
-                let json: Option<Value> = serde_json::from_str(&answer.body).ok();
-                let result = json
-                    .as_ref()
-                    .and_then(|j| j.get("result"))
-                    .and_then(Value::as_str);
-                if answer.status == 200 && result.is_some_and(|r| r.starts_with("0x")) {
-                    reads.ok += 1;
-                } else {
-                    reads.failures.push(format!(
-                        "client {client_id} read {i}: HTTP {} {}",
-                        answer.status, answer.body
-                    ));
-                }
-            }
-            Err(error) => reads
-                .failures
-                .push(format!("client {client_id} read {i}: {error}")),
-        }
-        tokio::time::sleep(READ_EVERY.saturating_sub(sent.elapsed())).await;
-    }
-    reads
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,6 +220,7 @@ async fn status_says_no_fleet_runs_when_there_is_no_file_a_dead_writer_or_a_stal
         console: None,
         events: Vec::new(),
         traffic: Default::default(),
+        failed_zones: Vec::new(),
     };
     // A writer that is alive and fresh: running (this test process stands in for `up`).
     written.write(&dir).unwrap();

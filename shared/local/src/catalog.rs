@@ -1,15 +1,19 @@
-//! The local fleet's snapshot catalog: re-seeded from the fleet's object store when the fleet
+//! The local fleet's snapshot catalog: seeded from the fleet's object store when the fleet
 //! opens, and the catalog entries `nodefleet status` shows.
 //!
-//! # Why re-seed
+//! # Why seed
 //!
 //! `nodefleet up` keeps its object store (`<dir>/store`) across runs, since a snapshot is what
-//! lets a new node start on the chain's history instead of block 0, but starts every run on an
-//! empty state (`state.redb`; [`crate::healing`] says why). The catalog lives in the state, so
-//! it is empty too, and the reactor, which names the newest [`SnapshotState::Published`]
-//! catalog entry in every launch, would name none. [`seed_from_store`] closes that gap: it
-//! reads the store's current `latest` and its manifest and saves one record for it, state
-//! `Published`, so the fleet's first nodes are launched on it.
+//! lets a new node start on the chain's history instead of block 0. The catalog lives in the
+//! state (`state.redb`), which a second `up` resumes ([`crate::healing`]) but which can also be
+//! new (a first run, a state moved away) or behind the store (a snapshot published with
+//! `nodefleet snapshot create` while no `up` ran). The reactor names the newest
+//! [`SnapshotState::Published`] catalog entry in every launch, so [`seed_from_store`] closes
+//! that gap: it reads the store's current `latest` and its manifest and saves one record for
+//! it, state `Published`, unless the catalog has it already, so the next nodes are launched
+//! on it. The other way round, [`retire_missing`] retires published entries whose manifest
+//! the store no longer has (a store moved away to start from an empty chain): a node
+//! launched on one could not hydrate.
 //!
 //! Only `latest` is seeded. Older manifests in the store are not offered to new nodes (`latest`
 //! is what is published), so their records would only tell history; retention
@@ -21,10 +25,10 @@
 //!
 //! # Error policy
 //!
-//! [`SeedError::Store`] when the store's `latest` or its manifest cannot be read (its source
-//! says whether a retry may help: a local store's I/O errors are not worth one, a corrupt
-//! manifest never is); [`SeedError::State`] when the state store refuses the record. A store
-//! with nothing published is not an error: `Ok(None)`.
+//! [`SeedError::Store`] when the store's `latest` or a manifest cannot be read or looked up
+//! (its source says whether a retry may help: a local store's I/O errors are not worth one, a
+//! corrupt manifest never is); [`SeedError::State`] when the state store refuses a record. A
+//! store with nothing published is not an error: `Ok(None)`.
 
 use nodefleet_ports::{
     ObjectStore, SnapshotId, SnapshotRecord, SnapshotState, StateError, StateStore, Timestamp,
@@ -65,6 +69,33 @@ pub async fn seed_from_store(
         Err(StateError::Conflict { .. }) => Ok(state.get_snapshot(&id).await?),
         Err(error) => Err(error.into()),
     }
+}
+
+/// Retires every `Published` catalog record whose manifest the store does not have (see the
+/// module doc), at `now`, and returns their ids.
+pub async fn retire_missing(
+    state: &dyn StateStore,
+    store: &dyn ObjectStore,
+    now: Timestamp,
+) -> Result<Vec<SnapshotId>, SeedError> {
+    let mut retired = Vec::new();
+    for mut record in state.list_snapshots().await? {
+        if record.state != SnapshotState::Published {
+            continue;
+        }
+        let present = store
+            .head(&record.manifest_key)
+            .await
+            .map_err(SnapshotError::from)?;
+        if present.is_some() {
+            continue;
+        }
+        record.state = SnapshotState::Retired;
+        record.updated_at = now;
+        let saved = state.save_snapshot(&record).await?;
+        retired.push(saved.id);
+    }
+    Ok(retired)
 }
 
 /// The `Published` catalog record of a manifest: a new record (version [`Version::NEW`])

@@ -5,6 +5,9 @@
 //! reaches the client's own children too: [`signal_group`]) and sets `PR_SET_PDEATHSIG` =
 //! SIGKILL. The kernel sends that signal when the *thread* that forked the child exits, not
 //! the process: callers fork from a thread that lives as long as the child.
+//!
+//! [`parent_of`] and [`kill_outright`] are for a process that is not one's own child: `nodefleet chaos
+//! kill-node` signals a node of a running `up`, after checking that `up` is its parent.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -50,4 +53,29 @@ pub fn signal_group(leader: u32, signal: libc::c_int) {
     unsafe {
         libc::kill(-group, signal);
     }
+}
+
+/// The parent of process `pid` (from `/proc/<pid>/stat`), or `None` if there is no such
+/// process.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses (which may hold anything): the state, then the
+    // parent's pid.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Sends SIGKILL to process `pid` (not to its group: whatever it started must notice on its
+/// own, as after a crash).
+#[allow(unsafe_code)]
+pub fn kill_outright(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|pid| *pid > 1)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a process id to signal"))?;
+    // SAFETY: kill(2) with a positive pid and a valid signal has no memory effects.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -18,37 +18,72 @@
 //! - object store: an [`FsObjectStore`] in `<dir>/store` ([`STORE_DIR`], the agents'
 //!   `file://` store), where snapshots are published (by `nodefleet snapshot create`, later by
 //!   the snapshot updater) and nodes hydrate from;
-//! - registry: a [`LocalTargetRegistry`] that checks each target with `eth_blockNumber`
-//!   ([`HealthCheck::JsonRpc`]: anvil's own RPC port, the one the gateway sends calls to; the
-//!   agent's `/health` listens on an ephemeral port nobody needs locally).
+//! - registry: a [`LocalTargetRegistry`] that checks each target as the agent's `/health`
+//!   judges a node ([`HealthCheck::SyncedHead`]: not syncing, head block at most the fleet's
+//!   max head age old, [`crate::node::LOCAL_MAX_HEAD_AGE`]) on anvil's own RPC port, the one
+//!   the gateway sends calls to (the agent's `/health` listens on an ephemeral port nobody
+//!   needs locally). A node whose head stops moving fails it while its process lives, and is
+//!   replaced like one that died.
 //!
-//! # A fresh fleet every time
+//! # A second `up` resumes the fleet
 //!
-//! [`HealingFleet::open`] deletes the state file and the task folders of an earlier run
-//! before it opens a new store. An earlier run's nodes died with its `up` process (the
-//! scheduler's children never outlive it), so its records name tasks that no longer exist,
-//! and its idempotency keys (`launch/local-a-1`, alive for the grace window plus ten
-//! minutes) would make the new fleet skip the very launches it needs; a stale fleet of three
-//! lost nodes would even look like a storm. Nothing in the state is worth keeping across
-//! runs, so it starts empty. A state file another `up` still holds open (redb locks it) is
-//! refused instead: two loops must not manage one folder.
+//! The state file is kept across runs: [`HealingFleet::open`] opens it and resumes the fleet
+//! it holds. Its config (zones, serving nodes; `--nodes` or `--zones` given, it is updated to
+//! them), its snapshot catalog, its audit trail and the reactor's and the updater's memory
+//! (replacement budget, zone backoff, the last round) are what the fleet is, and stay.
 //!
-//! The object store is kept: its snapshots are what a new node starts from, and making one
-//! takes a running chain. The catalog lives in the state, though, so the fresh state's
-//! catalog is re-seeded from the store ([`crate::catalog::seed_from_store`]): the store's
-//! current `latest` becomes one `Published` record, and the first reconcile launches every
-//! node on it. A store whose `latest` cannot be read fails the open (every node would fail
-//! to hydrate from it); the error says to move the store away to start from an empty chain.
+//! What the earlier run left that is no longer true is cleared first, while this process
+//! holds the state file: redb locks it, so a file that opens proves no other `up` runs
+//! (one that does is refused: two loops must not manage one folder). An earlier run's nodes
+//! died with its `up` process (the scheduler's children never outlive it), so:
+//!
+//! - every node record is deleted: each names a task that is gone, and three records of lost
+//!   nodes would look like a storm to the first reconcile, which would then replace nothing.
+//!   With no records the first reconcile fills the fleet, and fill names nodes `<zone>-<n>`
+//!   with the smallest free `n`, so the resumed fleet has the same node ids as before;
+//! - the idempotency keys and leases of earlier runs (owner `nodefleet-up-<pid>`) are
+//!   forgotten: a fill's key `launch/local-a-1` would otherwise make the new fleet skip the
+//!   very launch it needs for ten minutes, and the updater's lease would hold its ticks off;
+//! - a snapshot round in flight is told its updater task is gone
+//!   ([`nodefleet_updater::service::node_gone`]): it ends now (`node_lost`; a round that had
+//!   published goes on to prune) instead of waiting out the grace a lagging task listing gets;
+//! - catalog entries published but no longer in the store (a store moved away) are retired,
+//!   so no node is launched on a snapshot it cannot hydrate.
+//!
+//! The event `fleet.resumed` says what was kept and cleared. Task folders of the earlier run
+//! are removed (their nodes are gone; their logs with them).
+//!
+//! The object store is kept too: its snapshots are what a new node starts from, and making
+//! one takes a running chain. The store's current `latest` is (re-)seeded into the catalog
+//! ([`crate::catalog::seed_from_store`]: one `Published` record, a no-op when it is there),
+//! so a store published into while no `up` ran (`nodefleet snapshot create`) is where the
+//! next nodes start, and a fresh state starts from the store's snapshot. A store whose
+//! `latest` cannot be read fails the open (every node would fail to hydrate from it); the
+//! error says to move the store away to start from an empty chain.
+//!
+//! # Chaos
+//!
+//! [`HealingFleet::fail_zone`] fails a zone of the running fleet, as an AZ lost: its tasks
+//! are killed and lost, and launches there fail with a capacity error until
+//! [`HealingFleet::restore_zone`] ([`LocalProcessScheduler::fail_zone`]). The reactor sees
+//! lost nodes and a placement failure and moves the replacements to the other zones (zone
+//! backoff, invariant 7). A restore also forgives the zone's backoff
+//! ([`nodefleet_reactor::service::forgive_zone`]): the capacity is back, so the next
+//! launches may go there at once. Both are audit events (`chaos.zone_failed`,
+//! `chaos.zone_restored`) and the status file lists the failed zones. They live in this
+//! process: a failed zone does not outlive the `up` that failed it.
 //!
 //! # The loop
 //!
 //! [`HealingFleet::run`] reconciles, then reads the fleet ([`HealingFleet::view`]), hands the
-//! routes (live tasks whose targets are registered) to the caller when they change (the
-//! gateway's balancer), writes `<dir>/status.json` ([`crate::status`]) and sleeps
-//! [`RECONCILE_INTERVAL`], or [`FOLLOW_UP_DELAY`] after a reconcile that acted. A task that
-//! exits wakes it early (within [`EXIT_WATCH_INTERVAL`]), as an ECS task state change event
-//! wakes the Lambda; like every trigger it only wakes the reconcile, which decides from what
-//! it observes. The first reconcile finds an empty fleet and the planner fills it; a killed
+//! routes (live tasks whose targets are registered and not failing their check, unless all
+//! fail: the NLB's rule) to the caller when they change (the gateway's balancer), writes
+//! `<dir>/status.json` ([`crate::status`]) and sleeps [`RECONCILE_INTERVAL`], or
+//! [`FOLLOW_UP_DELAY`] after a reconcile that acted. A task that exits wakes it early (within
+//! [`EXIT_WATCH_INTERVAL`]), as an ECS task state change event wakes the Lambda; like every
+//! trigger it only wakes the reconcile, which decides from what it observes. The first
+//! reconcile finds an empty fleet (a new one, or a resumed one cleared) and the planner fills
+//! it; a killed
 //! node is seen lost by the next reconcile, replaced, registered and back in the routes a few
 //! reconciles later. The one call that reconciles is [`reconcile_step`]: the reactor's
 //! service, as the Lambda runs it, so the config, the newest published snapshot and the
@@ -64,9 +99,15 @@
 //!
 //! [`FleetError`] is for [`HealingFleet::open`]: a bad fleet shape, a folder that cannot be
 //! prepared, a state file in use, a state store, object store or scheduler that cannot
-//! start, an object store whose `latest` cannot be read; none is worth a retry. Once
-//! running, nothing stops the loop: a reconcile that cannot observe the fleet is logged,
-//! recorded in the status file (`last_error`) and tried again at the next tick.
+//! start, an object store whose `latest` cannot be read, an earlier run's round that cannot
+//! be ended; none is worth a retry. A state file that redb cannot open for another reason
+//! (damaged beyond its own repair) is moved aside (`state.redb.unreadable-<millis>`, with a
+//! warning) and the fleet starts on a new state. Once running, nothing stops the loop: a
+//! reconcile that cannot observe the fleet is logged, recorded in the status file
+//! (`last_error`) and tried again at the next tick. [`ChaosError`] is for the chaos
+//! actions: a zone the fleet does not have, or tasks that would not die; a chaos action's
+//! audit event or backoff forgiveness that cannot be written is a warning (the action
+//! itself happened).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -77,19 +118,26 @@ use std::time::Duration;
 
 use nodefleet_gateway::{TrafficRecorder, TrafficWindow};
 use nodefleet_ports::{
-    FleetConfig, NODE_RPC_PORT, NetworkMode, NodeId, NodeRecord, NodeState, Role, Scheduler,
-    SnapshotId, SnapshotRecord, StateError, StateStore, StoreUrl, Target, TargetRegistry,
-    TargetState, TaskId, TaskInfo, TaskStatus, Timestamp, Version, Zone, target_for_task,
+    AuditEvent, FleetConfig, NODE_RPC_PORT, NetworkMode, NodeId, NodeRecord, NodeState,
+    ObjectStore, Role, Scheduler, SchedulerError, SnapshotId, SnapshotRecord, StateError,
+    StateStore, StoreUrl, Target, TargetRegistry, TargetState, TaskId, TaskInfo, TaskStatus,
+    Timestamp, Version, Zone, target_for_task,
 };
 use nodefleet_reactor::planner::DEFAULT_REPLACEMENTS_PER_HOUR;
 use nodefleet_reactor::planner::{Action, Desired};
+use nodefleet_reactor::reconcile::AUDIT_RETENTION;
 use nodefleet_reactor::reconcile::{ObserveError, Outcome, Ports, ReconcileOutcome};
-use nodefleet_reactor::service::{self, ReactorError, ReactorRun, ReactorSettings};
+use nodefleet_reactor::service::{self, ReactorError, ReactorRun, ReactorSettings, forgive_zone};
 use nodefleet_reactor::triggers::Trigger;
+use nodefleet_snapshot::channel;
+use nodefleet_updater::round::RoundOutcome;
+use nodefleet_updater::service::{
+    self as updater_service, UpdaterPorts, UpdaterRun, UpdaterSettings,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::catalog::{SeedError, latest_published, seed_from_store, shown};
+use crate::catalog::{SeedError, latest_published, retire_missing, seed_from_store, shown};
 use crate::console::{ControlError, ControlRequest};
 use crate::node::block_number_within;
 use crate::objects::{FsObjectStore, FsStoreError};
@@ -97,7 +145,7 @@ use crate::scheduler::{
     LocalProcessScheduler, LocalSchedulerConfig, LocalZone, NodeCommand, STOP_GRACE,
     STOPPED_TASK_RETENTION,
 };
-use crate::snapshots::{LocalUpdater, local_settings};
+use crate::snapshots::{DEFAULT_ROUND_INTERVAL, LocalUpdater, local_settings};
 use crate::state::EmbeddedStateStore;
 use crate::status::{
     EventStatus, FleetStatus, NodeStatus, STATUS_EVENTS, SnapshotStatus, UpdaterStatus,
@@ -115,6 +163,17 @@ pub const STORE_DIR: &str = "store";
 pub const FLEET_NAME: &str = "local";
 /// The zones of the quickstart: three, like the three AZs a production fleet spreads over.
 pub const DEFAULT_ZONES: u32 = 3;
+/// The serving nodes of a new fleet when not told: one per zone of the three-zone layout.
+pub const DEFAULT_NODES: u32 = 3;
+/// What every `nodefleet up`'s idempotency-key owner and lease holder is called before its
+/// pid: the claims an opening fleet knows are dead (see the module doc).
+pub const OWNER_PREFIX: &str = "nodefleet-up-";
+/// The audit event of a fleet that opened on an earlier run's state.
+pub const RESUMED_EVENT: &str = "fleet.resumed";
+/// The audit event of a zone failed by [`HealingFleet::fail_zone`].
+pub const ZONE_FAILED_EVENT: &str = "chaos.zone_failed";
+/// The audit event of [`HealingFleet::restore_zone`].
+pub const ZONE_RESTORED_EVENT: &str = "chaos.zone_restored";
 /// The most zones: one letter each, `local-a` to `local-z`.
 pub const MAX_ZONES: u32 = 26;
 
@@ -141,9 +200,9 @@ pub const LOCAL_GRACE: Duration = Duration::from_secs(10);
 /// Issue 5's storm share for the local fleet: more than a third of the nodes failing at once.
 /// 34 rather than 33 so that one of three nodes (33.3%) is a replacement, two of three a storm.
 pub const STORM_PERCENT: u8 = 34;
-/// A head older than this is unhealthy (the default of the design, 60 s for 12-second slots;
-/// anvil mines every second).
-const MAX_HEAD_AGE_SECS: u64 = 60;
+/// A head older than this is unhealthy: ten of anvil's one-second blocks
+/// ([`crate::node::LOCAL_MAX_HEAD_AGE`] says why; the design's 60 s is for 12-second slots).
+const MAX_HEAD_AGE_SECS: u64 = crate::node::LOCAL_MAX_HEAD_AGE.as_secs();
 /// Room per zone above its share of the nodes: a replacement started before the node it
 /// replaces has stopped, plus one spare, while a runaway loop still hits the limit after a
 /// handful of processes.
@@ -169,10 +228,11 @@ pub struct LocalFleetOptions {
     /// The node program: [`NodeCommand::agent`] on the store [`store_url`] names (or bare
     /// [`NodeCommand::anvil`], which ignores the store).
     pub command: NodeCommand,
-    /// Serving nodes wanted.
-    pub nodes: u32,
-    /// Zones to spread over (`local-a`, `local-b`, ...).
-    pub zones: u32,
+    /// Serving nodes wanted; `None`: the stored fleet's, or [`DEFAULT_NODES`] for a new one.
+    pub nodes: Option<u32>,
+    /// Zones to spread over (`local-a`, `local-b`, ...); `None`: the stored fleet's, or
+    /// [`DEFAULT_ZONES`].
+    pub zones: Option<u32>,
     /// The gateway's URL, for the status file.
     pub gateway: String,
     /// How often the snapshot updater starts a round ([`crate::snapshots`]); `None` runs no
@@ -213,6 +273,39 @@ pub enum FleetError {
     },
     #[error("cannot start the local scheduler: {0}")]
     Scheduler(std::io::Error),
+    #[error("cannot end the snapshot round the earlier run left in flight: {0}")]
+    Round(String),
+}
+
+/// Why a chaos action was refused or did not finish. See the module doc for the error
+/// policy.
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("zone {zone} is not one of the fleet's zones ({known})")]
+    UnknownZone { zone: Zone, known: String },
+    #[error("{0}")]
+    Scheduler(#[from] SchedulerError),
+}
+
+/// What [`HealingFleet::open`] found of an earlier run and what it cleared (see the module
+/// doc); the detail of the `fleet.resumed` event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resumed {
+    /// Serving nodes and zones of the resumed fleet.
+    pub nodes: u32,
+    pub zones: u32,
+    /// The stored config was changed to the `--nodes`/`--zones` given.
+    pub config_updated: bool,
+    /// Node records deleted (their tasks died with the earlier run).
+    pub records_cleared: Vec<String>,
+    /// The earlier runs' idempotency keys forgotten.
+    pub keys_forgotten: usize,
+    /// Their leases released.
+    pub leases_released: Vec<String>,
+    /// The snapshot round that was in flight and how it ended, if there was one.
+    pub round_ended: Option<String>,
+    /// Published catalog entries retired because the store no longer has them.
+    pub snapshots_retired: Vec<String>,
 }
 
 /// The fleet's object store folder: `<dir>/store`, made absolute (tasks run in folders of
@@ -333,7 +426,8 @@ pub struct FleetView {
     /// The published snapshot new nodes are launched on
     /// ([`crate::catalog::latest_published`]).
     pub latest_snapshot: Option<SnapshotId>,
-    /// By node id, then URL.
+    /// Where the gateway may send calls (live serving tasks with a registered target that
+    /// does not fail its check, unless all fail), by node id, then URL.
     pub routes: Vec<Route>,
     /// Every task the scheduler lists (live and recently stopped).
     pub tasks: Vec<TaskInfo>,
@@ -380,6 +474,8 @@ pub struct HealingFleet {
     /// Control requests for the loop ([`HealingFleet::submit`]) and the loop's end of them.
     controls: mpsc::Sender<PendingControl>,
     control_inbox: tokio::sync::Mutex<mpsc::Receiver<PendingControl>>,
+    /// What opening cleared of an earlier run; `None` for a new fleet.
+    resumed: Option<Resumed>,
 }
 
 /// A control request waiting for the loop, and where its answer goes.
@@ -389,33 +485,113 @@ type PendingControl = (
 );
 
 impl HealingFleet {
-    /// Prepares a fresh fleet in `options.dir` (see the module doc): an empty state with the
-    /// fleet's config saved and its catalog re-seeded from the kept object store, a scheduler
-    /// and a registry. Starts no node: the first reconcile of [`HealingFleet::run`] does.
+    /// Opens the fleet in `options.dir` (see the module doc): the state an earlier run left
+    /// resumed, what it left that is no longer true cleared, or a new state with the fleet's
+    /// config; the catalog seeded from the kept object store; a scheduler and a registry.
+    /// Starts no node: the first reconcile of [`HealingFleet::run`] does.
     pub async fn open(options: LocalFleetOptions) -> Result<HealingFleet, FleetError> {
-        if options.nodes == 0 {
+        if options.nodes == Some(0) {
             return Err(FleetError::Shape("a fleet needs at least one node".into()));
         }
-        if !(1..=MAX_ZONES).contains(&options.zones) {
-            return Err(FleetError::Shape(format!(
-                "a local fleet has 1 to {MAX_ZONES} zones, not {}",
-                options.zones
-            )));
+        let zones_ok = |zones: u32| {
+            if (1..=MAX_ZONES).contains(&zones) {
+                Ok(zones)
+            } else {
+                Err(FleetError::Shape(format!(
+                    "a local fleet has 1 to {MAX_ZONES} zones, not {zones}"
+                )))
+            }
+        };
+        if let Some(zones) = options.zones {
+            zones_ok(zones)?;
         }
         let dir = options.dir.clone();
-        let state = tokio::task::spawn_blocking(move || fresh_state(&dir))
+        let state = tokio::task::spawn_blocking(move || open_state(&dir))
             .await
             .map_err(|e| {
                 FleetError::State(StateError::Backend {
                     message: format!("preparing the state file failed: {e}"),
                 })
             })??;
-        let config = state
-            .save_config(&fleet_config(options.nodes, options.zones))
-            .await?;
+        let now = Timestamp::now();
+        let stored = state.get_config().await?;
+        let nodes = options
+            .nodes
+            .or(stored.as_ref().map(|c| c.serving_nodes))
+            .unwrap_or(DEFAULT_NODES)
+            .max(1);
+        let zones = zones_ok(
+            options
+                .zones
+                .or(stored
+                    .as_ref()
+                    .map(|c| u32::try_from(c.zones.len()).unwrap_or(u32::MAX)))
+                .unwrap_or(DEFAULT_ZONES),
+        )?;
+        let wanted = fleet_config(nodes, zones);
+        let (config, config_updated) = match &stored {
+            Some(stored)
+                if *stored
+                    == FleetConfig {
+                        version: stored.version,
+                        ..wanted.clone()
+                    } =>
+            {
+                (stored.clone(), false)
+            }
+            Some(stored) => (
+                state
+                    .save_config(&FleetConfig {
+                        version: stored.version,
+                        ..wanted
+                    })
+                    .await?,
+                true,
+            ),
+            None => (state.save_config(&wanted).await?, false),
+        };
         let store_root = store_dir(&options.dir)?;
         let store = FsObjectStore::open(&store_root)?;
-        let seeded = seed_from_store(&state, &store, Timestamp::now())
+        let per_zone = config.serving_nodes.div_ceil(zones) + ZONE_HEADROOM;
+        let scheduler = LocalProcessScheduler::new(LocalSchedulerConfig {
+            root: options.dir.clone(),
+            command: options.command,
+            zones: config
+                .zones
+                .iter()
+                .map(|zone| LocalZone::new(zone.clone(), per_zone))
+                .collect(),
+            stop_grace: STOP_GRACE,
+            stopped_retention: STOPPED_TASK_RETENTION,
+        })
+        .map_err(FleetError::Scheduler)?;
+        let owner = format!("{OWNER_PREFIX}{}", std::process::id());
+        let updater_settings = local_settings(
+            &owner,
+            options.snapshot_interval.unwrap_or(DEFAULT_ROUND_INTERVAL),
+            Duration::from_secs(config.max_head_age_secs),
+        );
+        let objects: Arc<dyn ObjectStore> = Arc::new(store.clone());
+        let resumed = match stored {
+            Some(_) => Some(
+                clear_dead_run(&state, &scheduler, &objects, &updater_settings, now)
+                    .await
+                    .map(|cleared| Resumed {
+                        nodes: config.serving_nodes,
+                        zones,
+                        config_updated,
+                        ..cleared
+                    })?,
+            ),
+            None => None,
+        };
+        let seeded = seed_from_store(&state, &store, now)
+            .await
+            .map_err(|source| FleetError::Seed {
+                store: store_root.clone(),
+                source: Box::new(source),
+            })?;
+        let retired = retire_missing(&state, &store, now)
             .await
             .map_err(|source| FleetError::Seed {
                 store: store_root.clone(),
@@ -437,19 +613,16 @@ impl HealingFleet {
                 "the store has no published snapshot: nodes start on a new chain"
             ),
         }
-        let per_zone = options.nodes.div_ceil(options.zones) + ZONE_HEADROOM;
-        let scheduler = LocalProcessScheduler::new(LocalSchedulerConfig {
-            root: options.dir.clone(),
-            command: options.command,
-            zones: config
-                .zones
-                .iter()
-                .map(|zone| LocalZone::new(zone.clone(), per_zone))
-                .collect(),
-            stop_grace: STOP_GRACE,
-            stopped_retention: STOPPED_TASK_RETENTION,
-        })
-        .map_err(FleetError::Scheduler)?;
+        let resumed = resumed.map(|resumed| Resumed {
+            snapshots_retired: retired.iter().map(ToString::to_string).collect(),
+            ..resumed
+        });
+        if let Some(resumed) = &resumed {
+            let detail = serde_json::to_string(resumed).unwrap_or_default();
+            tracing::info!(target: LOG_TARGET, event = "resumed", detail = %detail, "resuming the fleet from its state");
+            let event = AuditEvent::new(now, RESUMED_EVENT, FLEET_NAME, detail, AUDIT_RETENTION);
+            state.append_event(&event).await?;
+        }
         let desired = Desired::from_config(
             &config,
             LOCAL_GRACE,
@@ -457,15 +630,10 @@ impl HealingFleet {
             NetworkMode::Bridge,
             NODE_RPC_PORT,
         );
-        let owner = format!("nodefleet-up-{}", std::process::id());
         let (controls, control_inbox) = mpsc::channel(CONTROL_QUEUE);
-        let updater = options.snapshot_interval.map(|interval| LocalUpdater {
-            settings: local_settings(
-                &owner,
-                interval,
-                Duration::from_secs(config.max_head_age_secs),
-            ),
-            store: Arc::new(store.clone()),
+        let updater = options.snapshot_interval.map(|_| LocalUpdater {
+            settings: updater_settings,
+            store: objects,
         });
         Ok(HealingFleet {
             updater,
@@ -474,7 +642,9 @@ impl HealingFleet {
             state,
             store,
             scheduler,
-            registry: LocalTargetRegistry::with_check(HealthCheck::JsonRpc),
+            registry: LocalTargetRegistry::with_check(HealthCheck::SyncedHead {
+                max_head_age: Duration::from_secs(config.max_head_age_secs),
+            }),
             config,
             desired,
             owner,
@@ -485,6 +655,7 @@ impl HealingFleet {
             statuses: watch::Sender::new(None),
             controls,
             control_inbox: tokio::sync::Mutex::new(control_inbox),
+            resumed,
         })
     }
 
@@ -533,6 +704,78 @@ impl HealingFleet {
     /// The status the loop last wrote (`None` before the first), as the status file has it.
     pub fn latest_status(&self) -> Option<FleetStatus> {
         self.statuses.borrow().clone()
+    }
+
+    /// What opening found of an earlier run and cleared; `None` for a new fleet.
+    pub fn resumed(&self) -> Option<&Resumed> {
+        self.resumed.as_ref()
+    }
+
+    /// Fails `zone` (see the module doc): its tasks are killed and lost, launches into it
+    /// fail with a capacity error until [`HealingFleet::restore_zone`]. Returns the tasks
+    /// killed (none if it had failed already); appends `chaos.zone_failed`.
+    pub async fn fail_zone(&self, zone: &Zone) -> Result<Vec<TaskId>, ChaosError> {
+        self.fleet_zone(zone)?;
+        let killed = self.scheduler.fail_zone(zone).await?;
+        let stopped: Vec<&str> = killed.iter().map(TaskId::as_str).collect();
+        let detail = serde_json::json!({ "stopped": stopped }).to_string();
+        tracing::warn!(target: LOG_TARGET, event = "chaos", action = "fail_zone", zone = zone.as_str(), at_ms = Timestamp::now().as_millis(), stopped = %stopped.join(","), "zone failed: its tasks are lost and launches there fail until it is restored");
+        self.audit(ZONE_FAILED_EVENT, zone, detail).await;
+        Ok(killed)
+    }
+
+    /// Ends a [`HealingFleet::fail_zone`]: the zone takes launches again at once (its zone
+    /// backoff is forgiven). True if it had failed; appends `chaos.zone_restored`.
+    pub async fn restore_zone(&self, zone: &Zone) -> Result<bool, ChaosError> {
+        self.fleet_zone(zone)?;
+        let was_failed = self.scheduler.restore_zone(zone)?;
+        let forgiven = match forgive_zone(&self.state, zone, Timestamp::now()).await {
+            Ok(forgiven) => forgiven,
+            Err(error) => {
+                tracing::warn!(target: LOG_TARGET, event = "chaos", zone = zone.as_str(), error = %error, "could not forgive the zone's backoff; it runs out on its own");
+                false
+            }
+        };
+        let detail = serde_json::json!({ "was_failed": was_failed, "backoff_forgiven": forgiven })
+            .to_string();
+        tracing::info!(target: LOG_TARGET, event = "chaos", action = "restore_zone", zone = zone.as_str(), at_ms = Timestamp::now().as_millis(), was_failed, backoff_forgiven = forgiven, "zone restored: it takes launches again");
+        self.audit(ZONE_RESTORED_EVENT, zone, detail).await;
+        Ok(was_failed)
+    }
+
+    /// The zones failed now ([`HealingFleet::fail_zone`]), in name order.
+    pub fn failed_zones(&self) -> Vec<Zone> {
+        self.scheduler.failed_zones()
+    }
+
+    fn fleet_zone(&self, zone: &Zone) -> Result<(), ChaosError> {
+        if self.config.zones.contains(zone) {
+            return Ok(());
+        }
+        Err(ChaosError::UnknownZone {
+            zone: zone.clone(),
+            known: self
+                .config
+                .zones
+                .iter()
+                .map(Zone::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Appends an audit event about `zone`; a failure is a warning (see the error policy).
+    async fn audit(&self, kind: &str, zone: &Zone, detail: String) {
+        let event = AuditEvent::new(
+            Timestamp::now(),
+            kind,
+            zone.as_str(),
+            detail,
+            AUDIT_RETENTION,
+        );
+        if let Err(error) = self.state.append_event(&event).await {
+            tracing::warn!(target: LOG_TARGET, kind, error = %error, "could not append the audit event");
+        }
     }
 
     /// The fleet's configuration, as stored.
@@ -666,20 +909,34 @@ impl HealingFleet {
                     snapshot: task.snapshot.clone(),
                 })
             });
-        let mut routes: Vec<Route> = tasks
+        let candidates: Vec<(Route, TargetState)> = tasks
             .iter()
             .filter(|t| is_live(t) && t.role == Some(Role::Serving))
             .filter_map(|task| {
                 let node = task.node.clone()?;
                 let target = target_of(task)?;
                 let state = *health.get(&target)?;
-                (state != TargetState::Draining).then(|| Route {
-                    node,
-                    task: task.id.clone(),
-                    url: url_of(&target),
-                    healthy: state == TargetState::Healthy,
+                (state != TargetState::Draining).then(|| {
+                    let route = Route {
+                        node,
+                        task: task.id.clone(),
+                        url: url_of(&target),
+                        healthy: state == TargetState::Healthy,
+                    };
+                    (route, state)
                 })
             })
+            .collect();
+        // A target whose check fails gets no calls, as the NLB sends none to an unhealthy
+        // target (a node whose head stopped moving leaves rotation while it lives), unless
+        // every target fails, when the NLB fails open and so does this.
+        let all_fail = candidates
+            .iter()
+            .all(|(_, state)| *state == TargetState::Unhealthy);
+        let mut routes: Vec<Route> = candidates
+            .into_iter()
+            .filter(|(_, state)| all_fail || *state != TargetState::Unhealthy)
+            .map(|(route, _)| route)
             .collect();
         routes.sort();
         Ok(FleetView {
@@ -886,6 +1143,7 @@ impl HealingFleet {
             console: self.console.clone(),
             events: self.recent_events(STATUS_EVENTS).await,
             traffic: self.traffic_now(),
+            failed_zones: self.failed_zones().iter().map(Zone::to_string).collect(),
         };
         let mut status = status;
         status.fill_lag();
@@ -915,32 +1173,92 @@ impl HealingFleet {
     }
 }
 
-/// Deletes an earlier run's state file and task folders (refusing a state file in use) and
-/// opens a new store.
-fn fresh_state(dir: &Path) -> Result<EmbeddedStateStore, FleetError> {
+/// Opens the fleet's state file (creating the folder and the file as needed) and removes
+/// the task folders of an earlier run, once the open proves none runs. A file another
+/// process holds is [`FleetError::InUse`]; one redb cannot open otherwise is moved aside
+/// and replaced by a new one (see the error policy).
+fn open_state(dir: &Path) -> Result<EmbeddedStateStore, FleetError> {
     let folder = |path: &Path| {
         let path = path.to_path_buf();
         move |source| FleetError::Folder { path, source }
     };
     std::fs::create_dir_all(dir).map_err(folder(dir))?;
     let path = dir.join(STATE_FILE);
-    if path.exists() {
-        // Opening it is how to learn whether another process holds it; any other failure
-        // (a file left half-written by a killed run) is a file to delete all the same.
-        if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = redb::Database::open(&path) {
+    let db = match redb::Database::create(&path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
             return Err(FleetError::InUse {
                 dir: dir.to_path_buf(),
                 path,
             });
         }
-        std::fs::remove_file(&path).map_err(folder(&path))?;
-    }
+        Err(error) => {
+            let aside = dir.join(format!(
+                "{STATE_FILE}.unreadable-{}",
+                Timestamp::now().as_millis()
+            ));
+            std::fs::rename(&path, &aside).map_err(folder(&path))?;
+            tracing::warn!(target: LOG_TARGET, event = "state", error = %error, moved_to = %aside.display(), "the state file cannot be opened; it is moved aside and the fleet starts on a new state");
+            redb::Database::create(&path).map_err(|error| StateError::Backend {
+                message: format!("cannot create state database {}: {error}", path.display()),
+            })?
+        }
+    };
     let tasks = dir.join(TASKS_DIR);
     match std::fs::remove_dir_all(&tasks) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(folder(&tasks)(e)),
         _ => {}
     }
-    Ok(EmbeddedStateStore::open(&path)?)
+    Ok(EmbeddedStateStore::from_database(db, path)?)
+}
+
+/// Clears what an earlier run left that is no longer true (see the module doc): its node
+/// records, its claims, its round in flight. Call it while holding the state file, before
+/// anything runs.
+async fn clear_dead_run(
+    state: &EmbeddedStateStore,
+    scheduler: &LocalProcessScheduler,
+    objects: &Arc<dyn ObjectStore>,
+    updater: &UpdaterSettings,
+    now: Timestamp,
+) -> Result<Resumed, FleetError> {
+    let mut cleared = Resumed::default();
+    for record in state.list_nodes().await? {
+        state.delete_node(&record.id, record.version).await?;
+        if record.role == Role::Updater
+            && let Err(error) = channel::remove(objects.as_ref(), record.id.as_str()).await
+        {
+            tracing::warn!(target: LOG_TARGET, node = record.id.as_str(), error = %error, "could not remove an old updater's channel");
+        }
+        cleared.records_cleared.push(record.id.to_string());
+    }
+    let forgotten = state.forget_claims(OWNER_PREFIX).await?;
+    cleared.keys_forgotten = forgotten.keys;
+    cleared.leases_released = forgotten.leases;
+    let ports = UpdaterPorts {
+        state,
+        scheduler,
+        store: objects,
+    };
+    let ran = updater_service::node_gone(
+        ports,
+        updater,
+        "the nodefleet up that ran it has exited, and its tasks with it",
+        now,
+    )
+    .await
+    .map_err(|e| FleetError::Round(e.to_string()))?;
+    if let UpdaterRun::Ran(ran) = ran {
+        cleared.round_ended = ran.finished.first().map(|round| match &round.outcome {
+            RoundOutcome::Aborted(abort) => {
+                format!("{}: aborted ({})", round.id, abort.reason.as_str())
+            }
+            RoundOutcome::Published { snapshot, .. } => {
+                format!("{}: published {snapshot}", round.id)
+            }
+        });
+    }
+    Ok(cleared)
 }
 
 fn is_live(task: &TaskInfo) -> bool {

@@ -15,6 +15,16 @@
 //! [`PlacementFailure::Attribute`], as ECS would, so callers move to another zone the same way
 //! in both modes.
 //!
+//! # Failed zones (chaos)
+//!
+//! [`LocalProcessScheduler::fail_zone`] plays the loss of an availability zone, for demos
+//! and tests (`nodefleet chaos fail-zone`): every live task in the zone is killed at once
+//! (SIGKILL to its process group: an outage gives no time for a clean stop) and stops with
+//! the reason [`zone_failed_reason`], and until [`LocalProcessScheduler::restore_zone`]
+//! every launch into the zone reports [`PlacementFailure::ResourceMemory`], as ECS reports a
+//! zone with no capacity left, and starts nothing. A launch replayed under an idempotency
+//! key that started tasks before still returns those, as ECS replays a `clientToken`.
+//!
 //! # Lifecycle
 //!
 //! A task is `Running` from its spawn until its process is seen to exit (launch does not wait
@@ -52,7 +62,7 @@
 //! local failures (folder creation, fork) are `Backend` when nothing started, and failures in
 //! the report when some tasks did.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -71,7 +81,7 @@ use nodefleet_ports::{
 use tokio::sync::oneshot;
 
 use crate::child::{own_group_dying_with_parent, signal_group};
-use crate::node::{LOCAL_BLOCK_TIME_SECS, LOCAL_CHAIN_ID};
+use crate::node::{LOCAL_BLOCK_TIME_SECS, LOCAL_CHAIN_ID, LOCAL_MAX_HEAD_AGE};
 
 /// The zone labels of a local fleet: three, like the three AZs a production fleet spreads over.
 pub const DEFAULT_ZONES: [&str; 3] = ["local-a", "local-b", "local-c"];
@@ -122,7 +132,7 @@ pub const ENV_RPC_PORT: &str = "NODEFLEET_RPC_PORT";
 
 /// Where the agent of a [`NodeCommand::agent`] task serves its own `/health`: an ephemeral
 /// loopback port. That endpoint is for a load balancer's HTTP health check; the local
-/// registry checks anvil's JSON-RPC port itself ([`crate::targets::HealthCheck::JsonRpc`]), so
+/// registry checks anvil's JSON-RPC port itself ([`crate::targets::HealthCheck::SyncedHead`]), so
 /// nobody needs to find it, and a fixed port (the agent's default 8580) would clash between
 /// the nodes of one machine.
 pub const AGENT_HEALTH_LISTEN: &str = "127.0.0.1:0";
@@ -184,6 +194,7 @@ impl NodeCommand {
     /// as they are: give absolute ones (the task runs in its own folder).
     pub fn agent(exe: &Path, anvil: &Path, store_url: &str) -> Self {
         let block_time = LOCAL_BLOCK_TIME_SECS.to_string();
+        let max_head_age = LOCAL_MAX_HEAD_AGE.as_secs().to_string();
         let chain_id = LOCAL_CHAIN_ID.to_string();
         let anvil = anvil.to_string_lossy();
         NodeCommand::new(
@@ -210,6 +221,10 @@ impl NodeCommand {
                 // anvil has no peers; the agent's /health must not wait for one.
                 "--min-peers",
                 "0",
+                // The local fleet's freshness rule, so the agent's /health (and the report
+                // the snapshot updater waits on) agrees with the registry's check.
+                "--max-head-age-secs",
+                &max_head_age,
                 // On the updater node: a local round's steps take milliseconds, so the agent
                 // looks for commands five times a second and reports every second (the
                 // production defaults, 5 s and 15 s, suit a one-minute tick).
@@ -360,6 +375,69 @@ impl LocalProcessScheduler {
             .get(task)
             .and_then(|entry| entry.child.as_ref())
             .map(Child::id)
+    }
+
+    /// Fails `zone` (see the module doc): its live tasks are killed and lost, and launches
+    /// into it fail until [`LocalProcessScheduler::restore_zone`]. Returns the tasks killed,
+    /// once they are gone (none when the zone had failed already). A zone this scheduler
+    /// does not have is `InvalidRequest`; a task still there [`KILL_WAIT`] after SIGKILL is
+    /// `Backend`.
+    pub async fn fail_zone(&self, zone: &Zone) -> Result<Vec<TaskId>, SchedulerError> {
+        self.known_zone(zone)?;
+        // No launch is half-way into the zone while it fails.
+        let _serialised = self.launch_lock.lock().await;
+        let killed: Vec<TaskId> = {
+            let mut tasks = self.refreshed();
+            tasks.failed_zones.insert(zone.clone());
+            let reason = zone_failed_reason(zone);
+            tasks
+                .entries
+                .iter_mut()
+                .filter(|(_, e)| e.info.zone.as_ref() == Some(zone))
+                .filter_map(|(id, entry)| {
+                    let child = entry.child.as_ref()?;
+                    signal_group(child.id(), libc::SIGKILL);
+                    entry.lost = Some(reason.clone());
+                    entry.info.desired_status = TaskStatus::Stopped;
+                    Some(id.clone())
+                })
+                .collect()
+        };
+        for task in &killed {
+            if !self.wait_exit(task, KILL_WAIT).await {
+                return Err(SchedulerError::Backend {
+                    message: format!(
+                        "task {task} of failed zone {zone} did not exit within {KILL_WAIT:?} of SIGKILL"
+                    ),
+                });
+            }
+        }
+        Ok(killed)
+    }
+
+    /// Ends a [`LocalProcessScheduler::fail_zone`]: the zone takes launches again. True if
+    /// it had failed. A zone this scheduler does not have is `InvalidRequest`.
+    pub fn restore_zone(&self, zone: &Zone) -> Result<bool, SchedulerError> {
+        self.known_zone(zone)?;
+        Ok(lock(&self.tasks).failed_zones.remove(zone))
+    }
+
+    /// The zones failed now, in name order.
+    pub fn failed_zones(&self) -> Vec<Zone> {
+        lock(&self.tasks).failed_zones.iter().cloned().collect()
+    }
+
+    fn known_zone(&self, zone: &Zone) -> Result<(), SchedulerError> {
+        if self.config.zones.iter().any(|z| &z.name == zone) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.config.zones.iter().map(|z| z.name.as_str()).collect();
+        Err(SchedulerError::InvalidRequest {
+            message: format!(
+                "zone {zone} is not one of this scheduler's zones ({})",
+                known.join(", ")
+            ),
+        })
     }
 
     /// Reaps exited tasks and forgets expired ones; the lock is held by the caller's guard.
@@ -522,6 +600,20 @@ impl Scheduler for LocalProcessScheduler {
             if let Some(report) = tasks.remembered_launch(&request.idempotency_key) {
                 return Ok(report);
             }
+            if tasks.failed_zones.contains(&request.zone) {
+                let failure = LaunchFailure {
+                    zone: request.zone.clone(),
+                    reason: PlacementFailure::ResourceMemory,
+                    detail: format!(
+                        "zone {} has failed (chaos): no capacity until it is restored",
+                        request.zone
+                    ),
+                };
+                return Ok(LaunchReport {
+                    started: Vec::new(),
+                    failures: vec![failure; request.count as usize],
+                });
+            }
             tasks.live_in(&request.zone)
         };
         let Some(zone) = self.config.zones.iter().find(|z| z.name == request.zone) else {
@@ -679,6 +771,8 @@ struct TaskEntry {
     port: u16,
     /// Set by `stop`: the reason the caller gave.
     stop_requested: Option<String>,
+    /// Set when its zone failed: the stop reason, whatever else was asked.
+    lost: Option<String>,
 }
 
 impl TaskEntry {
@@ -688,10 +782,11 @@ impl TaskEntry {
         self.info.last_status = TaskStatus::Stopped;
         self.info.desired_status = TaskStatus::Stopped;
         self.info.stopped_at = Some(now);
-        self.info.stop_reason = Some(match (&self.stop_requested, exit) {
-            (Some(reason), _) => format!("stopped by the scheduler: {reason}"),
-            (None, Ok(status)) => describe_exit(status),
-            (None, Err(e)) => format!("exit status unknown: {e}"),
+        self.info.stop_reason = Some(match (&self.lost, &self.stop_requested, exit) {
+            (Some(lost), _, _) => lost.clone(),
+            (None, Some(reason), _) => format!("stopped by the scheduler: {reason}"),
+            (None, None, Ok(status)) => describe_exit(status),
+            (None, None, Err(e)) => format!("exit status unknown: {e}"),
         });
     }
 }
@@ -710,6 +805,8 @@ struct Tasks {
     /// Ids of tasks dropped after their retention: stopping them again is fine.
     forgotten: HashSet<TaskId>,
     launches: HashMap<String, RememberedLaunch>,
+    /// Zones failed by [`LocalProcessScheduler::fail_zone`].
+    failed_zones: BTreeSet<Zone>,
 }
 
 impl Tasks {
@@ -862,6 +959,7 @@ fn spawn_tracked(request: SpawnRequest, tasks: &Mutex<Tasks>) {
                 child: Some(child),
                 port,
                 stop_requested: None,
+                lost: None,
             },
         );
         tasks
@@ -878,6 +976,11 @@ fn spawn_tracked(request: SpawnRequest, tasks: &Mutex<Tasks>) {
 fn lock(tasks: &Mutex<Tasks>) -> MutexGuard<'_, Tasks> {
     // A panic elsewhere must not stop the scheduler from killing its children.
     tasks.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The stop reason of a task lost with its zone: `lost: zone local-b failed (chaos)`.
+pub fn zone_failed_reason(zone: &Zone) -> String {
+    format!("lost: zone {zone} failed (chaos)")
 }
 
 /// `exited with status N` or `killed by signal N`.
@@ -908,7 +1011,7 @@ mod tests {
             "agent run --client anvil --store file:///fleet/store \
              --data-dir /fleet/tasks/task-1/data --rpc-host 127.0.0.1 --rpc-port 40123 \
              --health-listen 127.0.0.1:0 --binary /tools/anvil --block-time-secs 1 \
-             --min-peers 0 --channel-poll-ms 200 --heartbeat-ms 1000 -- --chain-id 31337"
+             --min-peers 0 --max-head-age-secs 10 --channel-poll-ms 200 --heartbeat-ms 1000 -- --chain-id 31337"
         );
         // Role and snapshot come from the environment the scheduler sets per task.
         assert!(command.env.is_empty());

@@ -90,22 +90,6 @@ fn step_times(steps: &[(nodefleet_updater::round::Step, u64)]) -> String {
 }
 
 impl LocalUpdater {
-    /// A tick that starts a round now if none runs (an operator's `snapshot round`), as
-    /// the service answers it.
-    pub async fn start(
-        &self,
-        state: &dyn StateStore,
-        scheduler: &dyn Scheduler,
-        now: Timestamp,
-    ) -> Result<UpdaterRun, service::UpdaterError> {
-        let ports = UpdaterPorts {
-            state,
-            scheduler,
-            store: &self.store,
-        };
-        service::run(ports, &self.settings, true, now).await
-    }
-
     /// One tick; the memory as it is after it (`None` if the lease was held or it failed).
     pub async fn tick(
         &self,

@@ -34,6 +34,8 @@
 //! and are compared with the caller's `now`; [`EmbeddedStateStore::purge_expired`] is the
 //! embedded stand-in for DynamoDB's TTL sweeper. A released lease keeps its record (without
 //! a holder) so its version, the fencing token, keeps growing.
+//! [`EmbeddedStateStore::forget_claims`] drops the keys and leases of owners known to be gone
+//! before they expire (a `nodefleet up` reopening its folder: [`crate::healing`]).
 //!
 //! # Error policy
 //!
@@ -95,6 +97,15 @@ impl StoredLease {
     }
 }
 
+/// What [`EmbeddedStateStore::forget_claims`] forgot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForgottenClaims {
+    /// Idempotency keys deleted (each attempt `<key>#<n>` counts once).
+    pub keys: usize,
+    /// Names of the leases released.
+    pub leases: Vec<String>,
+}
+
 /// The `StateStore` in a redb database. Cheap to clone: clones share the database.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStateStore {
@@ -121,6 +132,15 @@ impl EmbeddedStateStore {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(backend)?;
         EmbeddedStateStore::prepare(db, None)
+    }
+
+    /// A store on a database the caller opened itself (to tell a file locked by another
+    /// process from other failures: [`crate::healing`]).
+    pub(crate) fn from_database(
+        db: Database,
+        path: PathBuf,
+    ) -> Result<EmbeddedStateStore, StateError> {
+        EmbeddedStateStore::prepare(db, Some(path))
     }
 
     /// The database file, or `None` for an in-memory store.
@@ -171,6 +191,59 @@ impl EmbeddedStateStore {
                 table.remove(key.as_str()).map_err(backend)?;
             }
             Ok(expired.len())
+        })
+        .await
+    }
+
+    /// Forgets every claim held by an owner whose name starts with `owner_prefix`: deletes
+    /// its idempotency keys (expired or not) and releases its leases (the lease record stays,
+    /// without a holder, so its version keeps growing). For a process that knows those
+    /// owners are gone: `nodefleet up` opening a fleet folder, whose redb lock proves that no
+    /// earlier `up` (owner `nodefleet-up-<pid>`) still runs ([`crate::healing`]). One write
+    /// transaction; nothing is changed if a record does not parse.
+    pub async fn forget_claims(&self, owner_prefix: &str) -> Result<ForgottenClaims, StateError> {
+        let prefix = owner_prefix.to_owned();
+        self.write(move |table| {
+            let mut forgotten = ForgottenClaims::default();
+            let mut keys = Vec::new();
+            for entry in table.range(IDEMPOTENCY_PREFIX..).map_err(backend)? {
+                let (key, value) = entry.map_err(backend)?;
+                let key = key.value();
+                if !key.starts_with(IDEMPOTENCY_PREFIX) {
+                    break;
+                }
+                let record: IdempotencyRecord = parse(value.value(), Entity::IdempotencyKey, key)?;
+                if record.owner.starts_with(&prefix) {
+                    keys.push(key.to_owned());
+                }
+            }
+            let mut leases = Vec::new();
+            for entry in table.range(LEASE_PREFIX..).map_err(backend)? {
+                let (key, value) = entry.map_err(backend)?;
+                let key = key.value();
+                if !key.starts_with(LEASE_PREFIX) {
+                    break;
+                }
+                let lease: StoredLease = parse(value.value(), Entity::Lease, key)?;
+                if lease
+                    .holder
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with(&prefix))
+                {
+                    leases.push((key.to_owned(), lease));
+                }
+            }
+            for key in keys {
+                table.remove(key.as_str()).map_err(backend)?;
+                forgotten.keys += 1;
+            }
+            for (key, mut lease) in leases {
+                lease.holder = None;
+                lease.expires_at = Timestamp::EPOCH;
+                put(table, &key, &lease, Entity::Lease)?;
+                forgotten.leases.push(display_key(&key));
+            }
+            Ok(forgotten)
         })
         .await
     }

@@ -93,6 +93,10 @@ pub struct FleetStatus {
     /// Requests per second and latency over the last minutes, as the gateway saw them.
     #[serde(default)]
     pub traffic: TrafficWindow,
+    /// Zones failed by `nodefleet chaos fail-zone` (launches there fail, their nodes were
+    /// lost), until `chaos restore-zone`.
+    #[serde(default)]
+    pub failed_zones: Vec<String>,
 }
 
 /// One event of the audit trail: what the reactor, the updater or an operator did.
@@ -359,6 +363,12 @@ impl FleetStatus {
         if let Some(error) = &self.last_error {
             out.push_str(&format!("last reconcile failed: {error}\n"));
         }
+        if !self.failed_zones.is_empty() {
+            out.push_str(&format!(
+                "failed zones (chaos): {}: launches there fail until restore-zone\n",
+                self.failed_zones.join(" ")
+            ));
+        }
         match (&self.latest_snapshot, self.latest()) {
             (Some(_), Some(latest)) => out.push_str(&format!(
                 "latest snapshot {}: block {}, made {} ago, {}\n",
@@ -561,6 +571,7 @@ mod tests {
             console: None,
             events: Vec::new(),
             traffic: TrafficWindow::default(),
+            failed_zones: Vec::new(),
         }
     }
 

@@ -5,8 +5,11 @@
 //! `nodefleet_ports::target_for_task(task, NetworkMode::Bridge, NODE_RPC_PORT)` gives for a
 //! task of the `LocalProcessScheduler`). [`TargetRegistry::describe_health`] probes every registered target at
 //! once, each within [`PROBE_TIMEOUT`], with the configured [`HealthCheck`]: an HTTP `GET` of
-//! a path (the agent's sync-aware `/health`, 200 or 503 with a JSON reason), or a JSON-RPC
-//! `eth_blockNumber` (bare anvil, which has no health endpoint).
+//! a path (the agent's sync-aware `/health`, 200 or 503 with a JSON reason), a JSON-RPC
+//! `eth_blockNumber` (any answer passes), or the node's own JSON-RPC judged as the agent's
+//! `/health` judges it ([`HealthCheck::SyncedHead`]: not syncing, head recent), which is what
+//! the local fleet checks its nodes with, so a node whose head stops moving leaves rotation
+//! while its process lives (DESIGN.md, Health).
 //!
 //! # States, as ELBv2 reports them
 //!
@@ -35,7 +38,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use nodefleet_ports::{RegistryError, Target, TargetHealth, TargetRegistry, TargetState};
@@ -78,7 +81,13 @@ pub enum HealthCheck {
     /// `GET path`: 200 is healthy, anything else is not (the agent's `/health`).
     Http { path: String },
     /// `POST /` with `eth_blockNumber`: an answer with a `result` is healthy (bare anvil).
+    /// Blind to lag: a node that stopped producing blocks still answers.
     JsonRpc,
+    /// `POST /` with the batch `eth_syncing`, `eth_getBlockByNumber("latest", false)`:
+    /// healthy when the node is not syncing and its head block's timestamp is at most
+    /// `max_head_age` old, the rules of the agent's `/health` (anvil has no peers to count).
+    /// A head stamped in the future counts as age zero.
+    SyncedHead { max_head_age: Duration },
 }
 
 impl HealthCheck {
@@ -331,13 +340,11 @@ async fn probe(addr: SocketAddr, check: &HealthCheck, timeout: Duration) -> Prob
         HealthCheck::Http { path } => format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
         ),
-        HealthCheck::JsonRpc => {
-            let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
-            format!(
-                "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-        }
+        HealthCheck::JsonRpc => json_rpc_request(
+            addr,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#,
+        ),
+        HealthCheck::SyncedHead { .. } => json_rpc_request(addr, SYNCED_HEAD_BATCH),
     };
     let response = match tokio::time::timeout(timeout, exchange(addr, request.as_bytes())).await {
         Err(_) => {
@@ -357,6 +364,95 @@ async fn probe(addr: SocketAddr, check: &HealthCheck, timeout: Duration) -> Prob
     match check {
         HealthCheck::Http { .. } => judge_http(&response),
         HealthCheck::JsonRpc => judge_json_rpc(&response),
+        HealthCheck::SyncedHead { max_head_age } => {
+            judge_synced_head(&response, *max_head_age, SystemTime::now())
+        }
+    }
+}
+
+/// What [`HealthCheck::SyncedHead`] sends: `eth_syncing` (id 1) and the latest block without
+/// its transactions (id 2), in one request.
+const SYNCED_HEAD_BATCH: &str = r#"[{"jsonrpc":"2.0","id":1,"method":"eth_syncing","params":[]},{"jsonrpc":"2.0","id":2,"method":"eth_getBlockByNumber","params":["latest",false]}]"#;
+
+/// A `POST /` of `body` on a connection closed after the answer.
+fn json_rpc_request(addr: SocketAddr, body: &str) -> String {
+    format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Judges the answer to [`SYNCED_HEAD_BATCH`] at `now` (see [`HealthCheck::SyncedHead`]):
+/// every failure is named, as the agent's `/health` names them.
+fn judge_synced_head(
+    response: &HttpResponse,
+    max_head_age: Duration,
+    now: SystemTime,
+) -> ProbeOutcome {
+    if response.status != 200 {
+        return status_mismatch(response);
+    }
+    let fail = |description: String| ProbeOutcome::Fail {
+        reason: REASON_FAILED,
+        description,
+    };
+    let Ok(serde_json::Value::Array(answers)) =
+        serde_json::from_slice::<serde_json::Value>(&response.body)
+    else {
+        return fail(format!(
+            "not a JSON-RPC batch answer: {}",
+            quote(&response.body)
+        ));
+    };
+    let result_of = |id: u64, method: &str| -> Result<&serde_json::Value, String> {
+        let answer = answers
+            .iter()
+            .find(|a| a.get("id").and_then(serde_json::Value::as_u64) == Some(id))
+            .ok_or_else(|| format!("{method}: no answer in the batch"))?;
+        if let Some(error) = answer.get("error") {
+            let message = error
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .map_or_else(|| error.to_string(), str::to_owned);
+            return Err(format!("{method}: JSON-RPC error: {message}"));
+        }
+        answer
+            .get("result")
+            .ok_or_else(|| format!("{method}: no result"))
+    };
+    let syncing = match result_of(1, "eth_syncing") {
+        Ok(result) => result.as_bool() != Some(false),
+        Err(description) => return fail(description),
+    };
+    let timestamp = match result_of(2, "eth_getBlockByNumber") {
+        Ok(block) => block
+            .get("timestamp")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|t| t.strip_prefix("0x"))
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok()),
+        Err(description) => return fail(description),
+    };
+    let Some(timestamp) = timestamp else {
+        return fail("eth_getBlockByNumber: no latest block with a timestamp".to_owned());
+    };
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let age = now_secs.saturating_sub(timestamp);
+    let mut failures = Vec::new();
+    if syncing {
+        failures.push("syncing".to_owned());
+    }
+    if Duration::from_secs(age) > max_head_age {
+        failures.push(format!(
+            "head is {age} s old (max {} s)",
+            max_head_age.as_secs()
+        ));
+    }
+    if failures.is_empty() {
+        ProbeOutcome::Pass
+    } else {
+        fail(failures.join("; "))
     }
 }
 
@@ -429,14 +525,14 @@ fn quote(body: &[u8]) -> String {
 
 /// A parsed HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct HttpResponse {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Why an exchange gave no usable answer.
 #[derive(Debug, thiserror::Error)]
-enum ExchangeError {
+pub(crate) enum ExchangeError {
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
     #[error("connection failed: {0}")]
@@ -448,7 +544,10 @@ enum ExchangeError {
 }
 
 /// One request on a fresh connection (`Connection: close`), the answer read to its end.
-async fn exchange(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse, ExchangeError> {
+pub(crate) async fn exchange(
+    addr: SocketAddr,
+    request: &[u8],
+) -> Result<HttpResponse, ExchangeError> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(ExchangeError::Connect)?;
@@ -654,6 +753,78 @@ mod tests {
         assert!(parse_response_at_eof(b"").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 abc OK\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_synced_head_is_not_syncing_and_recent() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let max = Duration::from_secs(10);
+        let answer = |syncing: &str, block: &str| {
+            HttpResponse {
+            status: 200,
+            body: format!(
+                r#"[{{"jsonrpc":"2.0","id":2,"result":{block}}},{{"jsonrpc":"2.0","id":1,"result":{syncing}}}]"#
+            )
+            .into_bytes(),
+        }
+        };
+        let block_at = |secs: u64| format!(r#"{{"number":"0x10","timestamp":"{secs:#x}"}}"#);
+        let judged = |response: &HttpResponse| judge_synced_head(response, max, now);
+        // At most the max age (any order in the batch; a head in the future is age zero).
+        for timestamp in [1_000_000 - 10, 1_000_000 - 1, 1_000_000, 1_000_005] {
+            assert_eq!(
+                judged(&answer("false", &block_at(timestamp))),
+                ProbeOutcome::Pass
+            );
+        }
+        let fail = |description: &str| ProbeOutcome::Fail {
+            reason: REASON_FAILED,
+            description: description.into(),
+        };
+        assert_eq!(
+            judged(&answer("false", &block_at(1_000_000 - 11))),
+            fail("head is 11 s old (max 10 s)")
+        );
+        assert_eq!(
+            judged(&answer(
+                r#"{"currentBlock":"0x1","highestBlock":"0x9"}"#,
+                &block_at(1_000_000 - 30)
+            )),
+            fail("syncing; head is 30 s old (max 10 s)")
+        );
+        assert_eq!(
+            judged(&answer("false", "null")),
+            fail("eth_getBlockByNumber: no latest block with a timestamp")
+        );
+        let error = HttpResponse {
+            status: 200,
+            body: br#"[{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"nope"}},{"jsonrpc":"2.0","id":2,"result":null}]"#.to_vec(),
+        };
+        assert_eq!(judged(&error), fail("eth_syncing: JSON-RPC error: nope"));
+        let single = HttpResponse {
+            status: 200,
+            body: br#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#.to_vec(),
+        };
+        assert!(matches!(judged(&single), ProbeOutcome::Fail { .. }));
+        let missing = HttpResponse {
+            status: 200,
+            body: br#"[{"jsonrpc":"2.0","id":1,"result":false}]"#.to_vec(),
+        };
+        assert_eq!(
+            judged(&missing),
+            fail("eth_getBlockByNumber: no answer in the batch")
+        );
+        let refused = HttpResponse {
+            status: 503,
+            body: b"busy".to_vec(),
+        };
+        assert_eq!(
+            judged(&refused),
+            ProbeOutcome::Fail {
+                reason: REASON_CODE_MISMATCH,
+                description: "HTTP 503: busy".into()
+            }
+        );
     }
 
     #[test]

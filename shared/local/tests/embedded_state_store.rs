@@ -1,7 +1,7 @@
 //! `EmbeddedStateStore` against the `StateStore` contract, in memory (the fake every scenario
 //! test uses) and on a redb file (what `nodefleet up` uses), plus what only the embedded store
-//! promises: its data survives reopening the file, and `purge_expired` reclaims expired keys
-//! and events without touching live ones.
+//! promises: its data survives reopening the file, `purge_expired` reclaims expired keys
+//! and events without touching live ones, and `forget_claims` drops a dead owner's claims.
 
 #![allow(clippy::unwrap_used)]
 
@@ -200,4 +200,68 @@ fn redb_write_raw(path: &std::path::Path, key: &str, value: &[u8]) -> redb::Data
     }
     txn.commit().unwrap();
     db
+}
+
+#[tokio::test]
+async fn forget_claims_drops_the_keys_and_releases_the_leases_of_dead_owners_only() {
+    let store = EmbeddedStateStore::in_memory().unwrap();
+    let ttl = Duration::from_secs(600);
+    for (key, owner) in [
+        ("launch/a#1", "nodefleet-up-41"),
+        ("launch/b#1", "nodefleet-up-42"),
+        ("launch/c#1", "reactor-request-7"),
+    ] {
+        store
+            .claim_idempotency_key(key, owner, ttl, T0)
+            .await
+            .unwrap();
+    }
+    let held = store
+        .acquire_lease("snapshot-updater", "nodefleet-up-41", ttl, T0)
+        .await
+        .unwrap();
+    store
+        .acquire_lease("other", "lambda-9", ttl, T0)
+        .await
+        .unwrap();
+
+    let forgotten = store.forget_claims("nodefleet-up-").await.unwrap();
+    assert_eq!(forgotten.keys, 2);
+    assert_eq!(forgotten.leases, ["snapshot-updater"]);
+    for key in ["launch/a#1", "launch/b#1"] {
+        assert!(store.get_idempotency_key(key, T0).await.unwrap().is_none());
+        // Free to claim again at once.
+        store
+            .claim_idempotency_key(key, "nodefleet-up-43", ttl, T0)
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .get_idempotency_key("launch/c#1", T0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .get_lease("snapshot-updater", T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.get_lease("other", T0).await.unwrap().is_some());
+    // The released lease's next grant fences out the old holder's version.
+    let next = store
+        .acquire_lease("snapshot-updater", "nodefleet-up-43", ttl, T0)
+        .await
+        .unwrap();
+    assert!(next.version > held.version);
+    assert!(matches!(
+        store.renew_lease(&held, ttl, T0).await,
+        Err(StateError::LeaseLost { .. })
+    ));
+    // Nothing of that owner is left to forget.
+    let again = store.forget_claims("nodefleet-up-41").await.unwrap();
+    assert_eq!((again.keys, again.leases.len()), (0, 0));
 }

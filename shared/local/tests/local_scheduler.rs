@@ -742,3 +742,142 @@ async fn anvil_nodes_answer_and_are_healthy_behind_the_local_registry() {
         "anvil logs where it listens: {log}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_zone_loses_its_tasks_and_refuses_launches_until_restored() {
+    let dir = TempDir::new("fail-zone");
+    let script = r#"sleep 1000 &
+echo $! > "$2/child.tmp" && mv "$2/child.tmp" "$2/child.pid"
+wait"#;
+    let scheduler = LocalProcessScheduler::new(config(&dir.0, sh(script))).unwrap();
+    let lost_zone = Zone::new("local-b");
+    let in_b = launch_one(&scheduler, &request("local-b", "b-1", 1)).await;
+    let in_a = launch_one(&scheduler, &request("local-a", "a-1", 1)).await;
+    let b_pid = scheduler.pid(&in_b.id).unwrap();
+    let b_child = wait_for_file_trimmed(&scheduler.data_dir(&in_b.id).join("child.pid")).await;
+    assert!(scheduler.failed_zones().is_empty());
+
+    let killed = scheduler.fail_zone(&lost_zone).await.unwrap();
+    assert_eq!(killed, std::slice::from_ref(&in_b.id));
+    assert_eq!(scheduler.failed_zones(), std::slice::from_ref(&lost_zone));
+    // Gone by the time the call returns, its own children with it (the process group).
+    assert!(!is_alive(b_pid));
+    wait_dead(b_child).await;
+    let lost = describe(&scheduler, &in_b.id).await;
+    assert_eq!(lost.last_status, TaskStatus::Stopped);
+    assert_eq!(
+        lost.stop_reason.as_deref(),
+        Some("lost: zone local-b failed (chaos)")
+    );
+    assert_eq!(
+        describe(&scheduler, &in_a.id).await.last_status,
+        TaskStatus::Running,
+        "other zones are untouched"
+    );
+
+    // Launches into it fail with a capacity error and start nothing; other zones take them.
+    let report = scheduler
+        .launch(&request("local-b", "b-2", 2))
+        .await
+        .unwrap();
+    assert!(report.started.is_empty(), "{report:?}");
+    assert_eq!(report.failures.len(), 2);
+    assert!(report.failures.iter().all(|f| f.zone == lost_zone
+        && f.reason == PlacementFailure::ResourceMemory
+        && f.reason.is_zone_capacity()));
+    launch_one(&scheduler, &request("local-c", "c-1", 1)).await;
+    // A launch replayed under a key that started a task before returns that task.
+    let replayed = scheduler
+        .launch(&request("local-b", "b-1", 1))
+        .await
+        .unwrap();
+    assert_eq!(replayed.started.len(), 1);
+    assert_eq!(replayed.started[0].id, in_b.id);
+    // Failing it again kills nothing more.
+    assert!(scheduler.fail_zone(&lost_zone).await.unwrap().is_empty());
+
+    // Restored: it takes launches again.
+    assert!(scheduler.restore_zone(&lost_zone).unwrap());
+    assert!(!scheduler.restore_zone(&lost_zone).unwrap());
+    assert!(scheduler.failed_zones().is_empty());
+    launch_one(&scheduler, &request("local-b", "b-3", 1)).await;
+
+    // A zone the scheduler does not have is refused both ways.
+    let unknown = Zone::new("local-q");
+    assert!(matches!(
+        scheduler.fail_zone(&unknown).await,
+        Err(SchedulerError::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        scheduler.restore_zone(&unknown),
+        Err(SchedulerError::InvalidRequest { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_anvil_that_stops_mining_fails_the_synced_head_check_while_it_runs() {
+    let dir = TempDir::new("stall");
+    let scheduler = LocalProcessScheduler::anvil(&dir.0, &anvil()).unwrap();
+    let task = launch_one(&scheduler, &request("local-a", "stall", 1)).await;
+    let target = target_for_task(&task, NetworkMode::Bridge, NODE_RPC_PORT).unwrap();
+    let addr: std::net::SocketAddr = format!("{}:{}", target.id, target.port).parse().unwrap();
+    let max_head_age = Duration::from_secs(2);
+    let registry = LocalTargetRegistry::with_check(HealthCheck::SyncedHead { max_head_age });
+    registry
+        .register(std::slice::from_ref(&target))
+        .await
+        .unwrap();
+    let wait_for = |want: TargetState| {
+        let registry = &registry;
+        async move {
+            let deadline = Instant::now() + node::START_TIMEOUT;
+            loop {
+                let health = registry.describe_health().await.unwrap();
+                if health[0].state == want {
+                    return health[0].clone();
+                }
+                assert!(Instant::now() < deadline, "never {want:?}: {health:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(TargetState::Healthy).await;
+
+    // anvil 1.7's own RPC: interval mining off (with `--block-time` set, `evm_setAutomine
+    // false` alone keeps mining), automine off so a transaction mines nothing either.
+    let off = |method: &'static str, params: serde_json::Value| async move {
+        node::call_within(addr, method, params, Duration::from_secs(2))
+            .await
+            .unwrap()
+    };
+    off("evm_setIntervalMining", serde_json::json!([0])).await;
+    off("evm_setAutomine", serde_json::json!([false])).await;
+    let stalled_at = node::block_number(addr).await.unwrap();
+    let unhealthy = wait_for(TargetState::Unhealthy).await;
+    let said = unhealthy.description.unwrap_or_default();
+    assert!(
+        said.starts_with("head is ") && said.ends_with(" s old (max 2 s)"),
+        "{said}"
+    );
+    assert_eq!(
+        unhealthy.reason.as_deref(),
+        Some("Target.FailedHealthChecks")
+    );
+    assert_eq!(
+        node::block_number(addr).await,
+        Some(stalled_at),
+        "no block since"
+    );
+    let pid = scheduler.pid(&task.id).unwrap();
+    assert!(is_alive(pid), "its process lives on");
+    // A plain JSON-RPC check is blind to it: the node still answers.
+    let blind = LocalTargetRegistry::with_check(HealthCheck::JsonRpc);
+    blind.register(std::slice::from_ref(&target)).await.unwrap();
+    assert_eq!(
+        blind.describe_health().await.unwrap()[0].state,
+        TargetState::Healthy
+    );
+    // Mining again: healthy again.
+    off("evm_setIntervalMining", serde_json::json!([1])).await;
+    wait_for(TargetState::Healthy).await;
+}

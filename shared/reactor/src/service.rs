@@ -13,6 +13,9 @@
 //!    stored memory ([`ReactorMemory::merge_into`]), so concurrent invocations never spend
 //!    less of the budget than they launched.
 //!
+//! [`forgive_zone`] is the one write to the memory from outside an invocation: an operator
+//! who knows a zone's capacity is back ends its backoff.
+//!
 //! A task event of another cluster or task group is not the fleet's and reconciles nothing
 //! ([`FleetScope::admits`]). An event that does not parse still reconciles: the reactor is
 //! level-triggered, so a bad hint costs nothing but the hint.
@@ -319,6 +322,52 @@ pub async fn read_memory(
     load_memory(state, settings, now)
         .await
         .map(|(_, memory)| memory)
+}
+
+/// Forgives `zone` in the stored zone backoff, as the backoff does itself when a task starts
+/// there after its last failure: for an operator who knows the zone's capacity is back (the
+/// local fleet's `chaos restore-zone`), so its next launches go there again at once instead
+/// of after the backoff. The failures stay recorded (they are not counted twice). A
+/// versioned read-modify-write of the memory, retried [`MEMORY_SAVE_ATTEMPTS`] times
+/// against concurrent invocations; `false` when the zone was not in backoff (nothing saved).
+pub async fn forgive_zone(
+    state: &dyn StateStore,
+    zone: &Zone,
+    now: Timestamp,
+) -> Result<bool, ReactorError> {
+    let mut expected = Version::NEW;
+    for _ in 0..MEMORY_SAVE_ATTEMPTS {
+        let Some(stored) = state.get_control_state(MEMORY_NAME).await? else {
+            return Ok(false);
+        };
+        expected = stored.version;
+        let mut memory = parse_memory(&stored)?;
+        let Some(failures) = memory.budget.zone_backoff.zones.get_mut(zone) else {
+            return Ok(false);
+        };
+        if failures.consecutive == 0 && failures.avoid_until <= now {
+            return Ok(false);
+        }
+        failures.consecutive = 0;
+        failures.avoid_until = Timestamp::EPOCH;
+        let body = serde_json::to_string(&memory)
+            .map_err(|e| ReactorError::CorruptMemory(e.to_string()))?;
+        let record = ControlState {
+            body,
+            updated_at: now,
+            ..stored
+        };
+        match state.save_control_state(&record).await {
+            Ok(_) => return Ok(true),
+            Err(StateError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ReactorError::State(StateError::Conflict {
+        entity: nodefleet_ports::Entity::ControlState,
+        key: MEMORY_NAME.to_owned(),
+        expected,
+    }))
 }
 
 /// The warning a spot trigger carries, dated by the event (or `now` without a time).

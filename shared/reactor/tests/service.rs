@@ -399,3 +399,96 @@ fn grace_comes_from_the_client_profile() {
     );
     assert_eq!(default_grace("anvil"), None);
 }
+
+#[tokio::test]
+async fn a_forgiven_zone_takes_the_next_replacement_at_once() {
+    use nodefleet_reactor::planner::ZoneFailures;
+
+    let mut fleet = Fleet::new(3, 10);
+    fleet.settle().await;
+    let lost_zone = Zone::new("zone-b");
+    // A capacity failure in zone-b a moment ago: it is avoided for the backoff.
+    let record = fleet
+        .state
+        .get_control_state(MEMORY_NAME)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut memory: ReactorMemory = serde_json::from_str(&record.body).unwrap();
+    memory.budget.zone_backoff.zones.insert(
+        lost_zone.clone(),
+        ZoneFailures {
+            consecutive: 1,
+            last_failure_at: fleet.now,
+            avoid_until: fleet.now.plus(Duration::from_secs(3600)),
+            last_reason: "RESOURCE:MEMORY".into(),
+        },
+    );
+    fleet
+        .state
+        .save_control_state(&ControlState {
+            body: serde_json::to_string(&memory).unwrap(),
+            ..record
+        })
+        .await
+        .unwrap();
+    let in_zone = |fleet: &Fleet, zone: &Zone| {
+        fleet
+            .live_tasks()
+            .into_iter()
+            .filter(|t| t.zone.as_ref() == Some(zone))
+            .collect::<Vec<_>>()
+    };
+    // Its node dies: the replacement goes elsewhere.
+    let victim = in_zone(&fleet, &lost_zone).remove(0);
+    assert!(fleet.scheduler.terminate(&victim.id, "zone lost"));
+    let launched = fleet.run(&schedule()).await;
+    let zones: Vec<&Zone> = launched
+        .outcome
+        .plan
+        .launches()
+        .filter_map(|a| match a {
+            Action::Launch { zone, .. } => Some(zone),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(zones.len(), 1);
+    assert_ne!(zones[0], &lost_zone, "a zone in backoff is skipped");
+    fleet.settle().await;
+
+    // The operator says the capacity is back: forgiven once, then nothing to forgive.
+    assert!(
+        service::forgive_zone(&fleet.state, &lost_zone, fleet.now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !service::forgive_zone(&fleet.state, &lost_zone, fleet.now)
+            .await
+            .unwrap()
+    );
+    let failures = fleet.memory().await.budget.zone_backoff.zones[&lost_zone].clone();
+    assert_eq!(failures.consecutive, 0);
+    assert_eq!(
+        failures.last_failure_at, memory.budget.zone_backoff.zones[&lost_zone].last_failure_at,
+        "the failure stays counted, not counted again"
+    );
+    // The node that moved dies: its replacement goes back to the zone with the deficit.
+    let moved = fleet
+        .live_tasks()
+        .into_iter()
+        .find(|t| t.node == victim.node)
+        .unwrap();
+    assert!(fleet.scheduler.terminate(&moved.id, "killed"));
+    let launched = fleet.run(&schedule()).await;
+    let zones: Vec<&Zone> = launched
+        .outcome
+        .plan
+        .launches()
+        .filter_map(|a| match a {
+            Action::Launch { zone, .. } => Some(zone),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(zones, [&lost_zone]);
+}

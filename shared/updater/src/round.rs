@@ -21,7 +21,10 @@
 //!   abort, so the previous snapshot stays published (invariant 4).
 //! - **The node.** From `wait_synced` on, the round works with one task; if that task is
 //!   no longer live the round aborts (`node_lost`) without a resume (there is nothing to
-//!   resume).
+//!   resume). A task the round just launched may be missing from a lagging listing for
+//!   [`NEW_TASK_LISTING_GRACE`]; an [`Input::NodeGone`] says the task is gone for sure (the
+//!   process that ran it has ended: a local fleet that restarts), and the round treats it
+//!   as lost at once, whatever the step (a launch asked for and never seen included).
 //! - **Publishing** needs a verified snapshot whose block is newer than the one `latest`
 //!   names; otherwise the round aborts (`not_newer`) and nothing is published.
 //! - **After publishing**, a resume that fails or times out, and a prune that fails, do not
@@ -349,6 +352,11 @@ pub enum Input {
     Verified(Result<Verified, Failure>),
     Published(Result<(), Failure>),
     Pruned(Result<(), Failure>),
+    /// The round's updater task is known to be gone, not merely unlisted: whoever ran it
+    /// has ended (see the module doc). `detail` says how it is known.
+    NodeGone {
+        detail: String,
+    },
 }
 
 /// What the service is to do after saving the memory.
@@ -439,6 +447,7 @@ pub fn transition(
             let mut machine = Machine::new(round, settings, now);
             match input {
                 Input::Tick { seen, .. } => machine.tick(&seen),
+                Input::NodeGone { detail } => machine.node_gone(detail),
                 other => machine.result(other),
             }
             machine.finish_into(&mut next, &mut effects);
@@ -606,35 +615,15 @@ impl<'a> Machine<'a> {
         }
         let may_not_be_listed_yet = step == Step::WaitSynced
             && self.now.since(self.round.step_started_at) < NEW_TASK_LISTING_GRACE;
-        if step != Step::EnsureNode && !may_not_be_listed_yet && !self.live_task(seen) {
-            match (step, &self.round.abort) {
-                (Step::Prune, _) => {}
-                (Step::Resume, Some(_)) => {
-                    self.round
-                        .warnings
-                        .push("the updater task stopped before it resumed".to_owned());
-                    self.end();
-                    return;
-                }
-                (Step::Resume, None) => {
-                    self.round
-                        .warnings
-                        .push("the updater task stopped before it resumed".to_owned());
-                    self.enter(Step::Prune);
-                    self.effects.push(Effect::Prune);
-                    return;
-                }
-                _ => {
-                    self.abort(
-                        AbortReason::NodeLost,
-                        format!(
-                            "updater task {} is no longer running",
-                            self.round.task.as_ref().map_or("(none)", |t| t.as_str())
-                        ),
-                    );
-                    return;
-                }
-            }
+        if step != Step::EnsureNode
+            && !may_not_be_listed_yet
+            && !self.live_task(seen)
+            && self.lost(format!(
+                "updater task {} is no longer running",
+                self.round.task.as_ref().map_or("(none)", |t| t.as_str())
+            ))
+        {
+            return;
         }
         match step {
             Step::EnsureNode => self.ensure_node(seen),
@@ -646,6 +635,44 @@ impl<'a> Machine<'a> {
             Step::Resume => self.await_ack(seen, CommandAction::Resume),
             Step::Prune => self.effects.push(Effect::Prune),
         }
+    }
+
+    /// The round's task is gone (`detail` says how that is known): a resume owed to it is
+    /// not waited for, and a step that needs it aborts the round (`node_lost`). True if the
+    /// round moved; false in prune, which needs no node.
+    fn lost(&mut self, detail: String) -> bool {
+        match (self.round.step, &self.round.abort) {
+            (Step::Prune, _) => false,
+            (Step::Resume, Some(_)) => {
+                self.round
+                    .warnings
+                    .push("the updater task stopped before it resumed".to_owned());
+                self.end();
+                true
+            }
+            (Step::Resume, None) => {
+                self.round
+                    .warnings
+                    .push("the updater task stopped before it resumed".to_owned());
+                self.enter(Step::Prune);
+                self.effects.push(Effect::Prune);
+                true
+            }
+            _ => {
+                self.abort(AbortReason::NodeLost, detail);
+                true
+            }
+        }
+    }
+
+    /// [`Input::NodeGone`]: the task is lost now, without the listing grace. A round still
+    /// looking for its node is lost only if it asked for a launch (whatever that started
+    /// is gone with the rest); one that has not asked yet launches on its next tick.
+    fn node_gone(&mut self, detail: String) {
+        if self.round.step == Step::EnsureNode && !self.round.launched {
+            return;
+        }
+        self.lost(detail);
     }
 
     fn ensure_node(&mut self, seen: &Seen) {

@@ -13,6 +13,10 @@
 //!    waiting, and no further (each step's waiting is for the next invocation).
 //! 5. Release the lease.
 //!
+//! [`node_gone`] is the other invocation, under the same lease: it tells the round in flight
+//! that its task is gone for sure (a local fleet restarting on its state, whose previous
+//! run's tasks died with it) and performs what follows, without a tick.
+//!
 //! The lease is renewed before every effect that can take a while (verify, publish, prune):
 //! a renewal that fails (someone took the lease) stops the invocation before the effect.
 //! An invocation works with the one `now` it was given, so a renewal checks the lease is
@@ -168,6 +172,39 @@ pub async fn run(
     start: bool,
     now: Timestamp,
 ) -> Result<UpdaterRun, UpdaterError> {
+    invoke(ports, settings, Work::Tick { start }, now).await
+}
+
+/// Tells the updater that the task of the round in flight is gone for sure, not merely
+/// missing from a listing that may lag ([`Input::NodeGone`], `detail` saying how that is
+/// known), under the lease like a tick: the round aborts as `node_lost` at once (or, having
+/// published, goes on to prune), and what that entails is done (the audit event of a round
+/// that ended, a prune). No tick follows: nothing is observed and no round is started. A
+/// memory with no round in flight is left as it is. For a process that restarts on the same
+/// state (`nodefleet up`): the tasks of its previous run died with it.
+pub async fn node_gone(
+    ports: UpdaterPorts<'_>,
+    settings: &UpdaterSettings,
+    detail: &str,
+    now: Timestamp,
+) -> Result<UpdaterRun, UpdaterError> {
+    let detail = detail.to_owned();
+    invoke(ports, settings, Work::NodeGone { detail }, now).await
+}
+
+/// What an invocation does under the lease.
+enum Work {
+    Tick { start: bool },
+    NodeGone { detail: String },
+}
+
+/// Takes the lease, does `work`, releases the lease.
+async fn invoke(
+    ports: UpdaterPorts<'_>,
+    settings: &UpdaterSettings,
+    work: Work,
+    now: Timestamp,
+) -> Result<UpdaterRun, UpdaterError> {
     let lease = match ports
         .state
         .acquire_lease(UPDATER_NAME, &settings.owner, settings.lease_ttl, now)
@@ -195,7 +232,10 @@ pub async fn run(
         latest: None,
         transitions: 0,
     };
-    let result = tick.run(start).await;
+    let result = match work {
+        Work::Tick { start } => tick.run(start).await,
+        Work::NodeGone { detail } => tick.node_gone(detail).await,
+    };
     if let Err(error) = ports.state.release_lease(&tick.lease).await {
         tracing::warn!(%error, "could not release the updater's lease; it expires on its own");
     }
@@ -248,6 +288,20 @@ impl Tick<'_> {
             }
         }
         Ok(())
+    }
+
+    async fn node_gone(&mut self, detail: String) -> Result<(), UpdaterError> {
+        self.load().await?;
+        if self.memory.round.is_none() {
+            return Ok(());
+        }
+        let next = transition(
+            &self.memory,
+            Input::NodeGone { detail },
+            &self.settings.round,
+            self.now,
+        );
+        self.apply(next.memory, next.effects).await
     }
 
     async fn load(&mut self) -> Result<(), UpdaterError> {

@@ -607,3 +607,57 @@ fn step_durations_are_recorded_in_order() {
         Some(vec![(Step::Quiesce, 7_000)])
     );
 }
+
+#[test]
+fn a_node_known_gone_ends_the_round_at_once_without_the_listing_grace() {
+    let gone = |memory: &UpdaterMemory, now: Timestamp| {
+        transition(
+            memory,
+            Input::NodeGone {
+                detail: "the previous nodefleet up exited".into(),
+            },
+            &settings(),
+            now,
+        )
+    };
+    // Waiting for a node just launched: a tick that does not see it waits (the listing may
+    // lag), the node known gone aborts the round now, with no resume.
+    let waiting = memory(Step::WaitSynced);
+    let (m, e) = tick(&waiting, Seen::default(), at(1_000));
+    assert_eq!((step_of(&m), e.len()), (Some(Step::WaitSynced), 0));
+    let t = gone(&waiting, at(1_000));
+    assert_eq!(t.memory.round, None);
+    assert_eq!(aborted(&t.memory), Some(AbortReason::NodeLost));
+    assert!(issued(&t.effects).is_empty(), "nothing is left to resume");
+    assert!(matches!(t.effects.as_slice(), [Effect::Finished(_)]));
+    assert_eq!(t.memory.rounds_aborted, 1);
+    // Mid-upload: lost too, no resume (the client went with its task).
+    let t = gone(&memory(Step::Upload), at(1_000));
+    assert_eq!(aborted(&t.memory), Some(AbortReason::NodeLost));
+    assert!(issued(&t.effects).is_empty());
+    // A launch asked for and never seen: whatever it started is gone as well.
+    let launched = UpdaterMemory {
+        round: Some(Round {
+            launched: true,
+            ..round_at(Step::EnsureNode)
+        }),
+        ..memory(Step::EnsureNode)
+    };
+    assert_eq!(
+        aborted(&gone(&launched, at(1_000)).memory),
+        Some(AbortReason::NodeLost)
+    );
+    // A round that has not asked for its node yet just goes on (it launches next tick).
+    let fresh = memory(Step::EnsureNode);
+    assert_eq!(gone(&fresh, at(1_000)).memory, fresh);
+    // Published and resuming: the snapshot stays published, the round goes on to prune.
+    let resuming = memory(Step::Resume);
+    let t = gone(&resuming, at(1_000));
+    assert_eq!(step_of(&t.memory), Some(Step::Prune));
+    assert!(matches!(t.effects.as_slice(), [Effect::Prune]));
+    // Pruning needs no node; and with no round nothing changes.
+    let pruning = memory(Step::Prune);
+    assert_eq!(gone(&pruning, at(1_000)).memory, pruning);
+    let idle = UpdaterMemory::default();
+    assert_eq!(gone(&idle, at(1_000)).memory, idle);
+}
