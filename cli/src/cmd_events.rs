@@ -47,8 +47,8 @@ struct EventsAnswer {
 pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
     let now = Timestamp::now();
     let filter = EventFilter {
-        kind_prefix: args.kind.clone(),
-        subject: args.subject.clone(),
+        kind_prefix: args.kind,
+        subject: args.subject,
     };
     let events: Vec<EventRow> = match args.fleet.fleet() {
         Fleet::Stack(stack) => {
@@ -80,13 +80,7 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
             events
                 .into_iter()
                 .filter(|e| e.at >= since)
-                .filter(|e| {
-                    filter
-                        .kind_prefix
-                        .as_deref()
-                        .is_none_or(|k| e.kind.starts_with(k))
-                })
-                .filter(|e| filter.subject.as_deref().is_none_or(|s| e.subject == s))
+                .filter(|e| filter.admits(&e.kind, &e.subject))
                 .take(args.limit)
                 .map(|e| EventRow {
                     at: e.at,

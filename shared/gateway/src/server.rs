@@ -53,6 +53,26 @@ pub async fn serve<U: Upstream>(
     gateway: Arc<Gateway<U>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_http(
+        listener,
+        move |request| {
+            let gateway = gateway.clone();
+            async move { answer(&gateway, request).await }
+        },
+        shutdown,
+    )
+    .await;
+}
+
+/// Serves HTTP/1.1 on `listener`, each request answered by `handle`, until `shutdown`
+/// resolves, then waits for open requests. A failed accept (out of file descriptors and the
+/// like) is logged and the server keeps serving. The gateway and the local fleet's console
+/// (`nodefleet_local::console`) both run on this.
+pub async fn serve_http<H, F>(listener: TcpListener, handle: H, shutdown: impl Future<Output = ()>)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -60,7 +80,6 @@ pub async fn serve<U: Upstream>(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of file descriptors and the like: log, pause, keep serving.
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
@@ -69,10 +88,10 @@ pub async fn serve<U: Upstream>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
+        let handle = handle.clone();
         let service = service_fn(move |request: Request<Incoming>| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(answer(&gateway, request).await) }
+            let answered = handle(request);
+            async move { Ok::<_, Infallible>(answered.await) }
         });
         let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);

@@ -28,7 +28,8 @@
 //! operator happens to browse cannot fail a zone of the fleet on their machine.
 //!
 //! What the API does is the [`ConsoleBackend`]'s: [`route`] is a pure function from method
-//! and path to a [`ConsoleRoute`], and [`serve`] only moves bytes.
+//! and path to a [`ConsoleRoute`], and [`serve`] only moves bytes, on the gateway's own
+//! accept loop (`nodefleet_gateway::server::serve_http`).
 //!
 //! # Error policy
 //!
@@ -37,7 +38,6 @@
 //! cannot do it now) or 500 (the fleet's state could not be read or written). A backend
 //! error never stops the server; a failed accept is logged and the server keeps serving.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +47,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioExecutor;
 use nodefleet_ports::{NodeId, Zone};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -220,34 +217,11 @@ pub async fn serve<B: ConsoleBackend>(
     backend: Arc<B>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "console: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let handle = move |request: Request<Incoming>| {
         let backend = backend.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let backend = backend.clone();
-            async move { Ok::<_, Infallible>(answer(backend.as_ref(), &request).await) }
-        });
-        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "console: connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
+        async move { answer(backend.as_ref(), &request).await }
+    };
+    nodefleet_gateway::server::serve_http(listener, handle, shutdown).await;
 }
 
 /// The answer to one request (its body is not read: no route takes one).

@@ -117,6 +117,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodefleet_gateway::{TrafficRecorder, TrafficWindow};
+use nodefleet_ops::{EventFilter, recent_events};
 use nodefleet_ports::{
     AuditEvent, FleetConfig, NODE_RPC_PORT, NetworkMode, NodeId, NodeRecord, NodeState,
     ObjectStore, Role, Scheduler, SchedulerError, SnapshotId, SnapshotRecord, StateError,
@@ -1048,37 +1049,35 @@ impl HealingFleet {
         }
     }
 
-    /// The newest `limit` audit events of the whole trail, newest first.
-    pub async fn newest_events(&self, limit: usize) -> Result<Vec<EventStatus>, StateError> {
-        let now = Timestamp::now();
-        let mut events = self
-            .state
-            .list_events(Timestamp::from_millis(0), now, usize::MAX)
-            .await?;
-        events.reverse();
-        events.truncate(limit);
+    /// The newest `limit` audit events since `since`, newest first, as operators read them
+    /// for a deployed stack (`nodefleet_ops::recent_events`).
+    pub async fn newest_events(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EventStatus>, StateError> {
+        let events = recent_events(
+            &self.state,
+            since,
+            Timestamp::now(),
+            limit,
+            &EventFilter::default(),
+        )
+        .await?;
         Ok(events.iter().map(EventStatus::from).collect())
     }
 
     /// The status's events: the newest `limit` of the last [`STATUS_EVENTS_LOOKBACK`] (so the
-    /// every-second read of a long-running fleet's trail stays short).
-    async fn recent_events(&self, limit: usize) -> Vec<EventStatus> {
-        let now = Timestamp::now();
-        match self
-            .state
-            .list_events(now.minus(STATUS_EVENTS_LOOKBACK), now, usize::MAX)
+    /// every-second read of a long-running fleet's trail stays short); none (logged) if the
+    /// trail cannot be read.
+    async fn status_events(&self, limit: usize) -> Vec<EventStatus> {
+        let since = Timestamp::now().minus(STATUS_EVENTS_LOOKBACK);
+        self.newest_events(since, limit)
             .await
-        {
-            Ok(mut events) => {
-                events.reverse();
-                events.truncate(limit);
-                events.iter().map(EventStatus::from).collect()
-            }
-            Err(error) => {
+            .unwrap_or_else(|error| {
                 tracing::warn!(target: LOG_TARGET, event = "status", error = %error, "could not read the audit trail");
                 Vec::new()
-            }
-        }
+            })
     }
 
     /// Writes the status file for `view`, with each node's head block probed now.
@@ -1141,7 +1140,7 @@ impl HealingFleet {
             latest_snapshot: view.latest_snapshot.clone(),
             snapshots: view.snapshots.iter().map(SnapshotStatus::from).collect(),
             console: self.console.clone(),
-            events: self.recent_events(STATUS_EVENTS).await,
+            events: self.status_events(STATUS_EVENTS).await,
             traffic: self.traffic_now(),
             failed_zones: self.failed_zones().iter().map(Zone::to_string).collect(),
         };

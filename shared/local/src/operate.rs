@@ -55,7 +55,7 @@ impl ConsoleBackend for HealingFleet {
     }
 
     async fn events(&self, limit: usize) -> Result<Vec<EventStatus>, ControlError> {
-        self.newest_events(limit)
+        self.newest_events(Timestamp::EPOCH, limit)
             .await
             .map_err(|e| ControlError::Failed(format!("cannot read the audit trail: {e}")))
     }

@@ -40,13 +40,15 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn matches(&self, event: &AuditEvent) -> bool {
+        self.admits(&event.kind, &event.subject)
+    }
+
+    /// True for an event of this kind and subject (for events read as JSON, not records).
+    pub fn admits(&self, kind: &str, subject: &str) -> bool {
         self.kind_prefix
             .as_deref()
-            .is_none_or(|prefix| event.kind.starts_with(prefix))
-            && self
-                .subject
-                .as_deref()
-                .is_none_or(|subject| event.subject == subject)
+            .is_none_or(|prefix| kind.starts_with(prefix))
+            && self.subject.as_deref().is_none_or(|s| subject == s)
     }
 }
 
